@@ -1,0 +1,49 @@
+"""The command line: ``python -m zitflow recipe=NAME ...`` is a Hydra app.
+
+Hydra composes ``conf/config.yaml`` with the chosen recipe (group ``recipe``, files under
+``recipes/``), model, runtime and cache groups and the command-line overrides; :func:`job`
+hands the result to :mod:`zitflow.job`. ``-m`` sweeps, ``--cfg job``, ``--help`` and shell
+completion are Hydra's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from .job import make_job, run_job
+
+log = logging.getLogger("zitflow")
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def job(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    recipe = hc.runtime.choices.get("recipe") or "?"
+    try:
+        j = make_job(cfg, recipe, list(hc.overrides.task))
+    except ValueError as e:  # a bad recipe or setting: one message naming it, no traceback
+        print(f"zitflow: {e}", file=sys.stderr)
+        sys.exit(2)
+    if cfg.get("explain"):
+        from .explain import explain_job
+
+        print(explain_job(j))
+        return
+    run_job(j, Path(hc.runtime.output_dir))
+
+
+def main() -> None:
+    """Console-script entry: subcommands (``kinds``, ...) or a Hydra job."""
+    from .commands import dispatch
+
+    if dispatch(sys.argv[1:]):
+        return
+    job()

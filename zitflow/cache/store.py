@@ -1,0 +1,209 @@
+"""The content-addressed cache store: one folder per entry, written atomically, read verified.
+
+Layout under ``root``::
+
+    objects/<key[:2]>/<key>/record.json   what the entry is (see :meth:`CacheStore.save`)
+    objects/<key[:2]>/<key>/<files>       the artifact's files (image.png, tensors.safetensors...)
+    tmp/<random>/                         entries being written; never read
+
+An entry is written into ``tmp/`` and renamed into ``objects/`` in one step, so a reader sees a
+whole entry or none. ``record.json`` holds the SHA-256 of every file; :meth:`load` checks them
+and raises :class:`CorruptEntry` for a damaged, partial or foreign entry, which the executor
+reports, removes and rebuilds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..artifacts import ARTIFACT_TYPES, Artifact
+
+RECORD = "record.json"
+
+
+class CorruptEntry(Exception):
+    """A cache entry failed verification; ``key`` names it and the message says why."""
+
+    def __init__(self, key: str, why: str):
+        self.key = key
+        self.why = why
+        super().__init__(f"cache entry {key[:12]} is damaged: {why}")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class EntryInfo:
+    """One entry as listed by :meth:`CacheStore.entries`: size in bytes, last use (epoch s)."""
+
+    key: str
+    path: Path
+    size: int
+    last_used: float
+    kind: str
+
+
+class CacheStore:
+    """A local-folder store; ``root`` is created on first write."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(os.path.expanduser(str(root)))
+
+    # -- paths ---------------------------------------------------------------------------
+    def entry_dir(self, key: str) -> Path:
+        return self.root / "objects" / key[:2] / key
+
+    def _tmp_dir(self) -> Path:
+        d = self.root / "tmp" / f"{os.getpid()}-{uuid.uuid4().hex}"
+        d.mkdir(parents=True)
+        return d
+
+    # -- queries -------------------------------------------------------------------------
+    def contains(self, key: str) -> bool:
+        """True when an entry with a record exists; its content is verified only on load."""
+        return (self.entry_dir(key) / RECORD).is_file()
+
+    def record(self, key: str) -> dict[str, Any]:
+        """The entry's record; :class:`CorruptEntry` if missing or unreadable."""
+        path = self.entry_dir(key) / RECORD
+        try:
+            rec = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise CorruptEntry(key, "record.json is missing") from None
+        except (OSError, ValueError) as e:
+            raise CorruptEntry(key, f"record.json is unreadable ({e})") from None
+        if not isinstance(rec, dict) or rec.get("key") != key or not isinstance(rec.get("files"), dict):
+            raise CorruptEntry(key, "record.json does not describe this entry")
+        return rec
+
+    # -- read ----------------------------------------------------------------------------
+    def load(self, key: str) -> Artifact:
+        """Read and verify an entry; :class:`CorruptEntry` when anything does not check out."""
+        rec = self.record(key)
+        folder = self.entry_dir(key)
+        present = {p.name for p in folder.iterdir()} - {RECORD}
+        expected = set(rec["files"])
+        if present != expected:
+            raise CorruptEntry(key, f"files {sorted(present)} differ from the record's {sorted(expected)}")
+        for name, digest in rec["files"].items():
+            try:
+                actual = sha256_file(folder / name)
+            except OSError as e:
+                raise CorruptEntry(key, f"{name} is unreadable ({e})") from None
+            if actual != digest:
+                raise CorruptEntry(key, f"{name} checksum mismatch")
+        cls = ARTIFACT_TYPES.get(rec.get("artifact", ""))
+        if cls is None:
+            raise CorruptEntry(key, f"unknown artifact type {rec.get('artifact')!r}")
+        try:
+            art = cls.load(folder)
+        except Exception as e:  # a verified file that still fails to parse is damage too
+            raise CorruptEntry(key, f"{cls.type_name} failed to load ({type(e).__name__}: {e})") from None
+        try:
+            os.utime(folder / RECORD)  # last use, for gc
+        except OSError:
+            pass
+        return art
+
+    # -- write ---------------------------------------------------------------------------
+    def save(self, key: str, artifact: Artifact, record: dict[str, Any]) -> Path:
+        """Write ``artifact`` under ``key`` atomically with ``record`` (plus files and checksums).
+
+        If another writer finished the same key first, its entry is kept and ours discarded.
+        """
+        tmp = self._tmp_dir()
+        try:
+            names = artifact.save(tmp)
+            rec = dict(record)
+            rec.update(key=key, artifact=artifact.type_name, created=time.time(),
+                       files={n: sha256_file(tmp / n) for n in names})
+            rec["bytes"] = sum((tmp / n).stat().st_size for n in names)
+            with open(tmp / RECORD, "w") as f:
+                json.dump(rec, f, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+                f.flush()
+                os.fsync(f.fileno())
+            final = self.entry_dir(key)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not self.contains(key):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # a concurrent writer won; same content
+            return final
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def remove(self, key: str) -> None:
+        """Delete an entry (move aside first, so no reader sees half of it)."""
+        folder = self.entry_dir(key)
+        if not folder.exists():
+            return
+        graveyard = self.root / "tmp" / f"rm-{uuid.uuid4().hex}"
+        graveyard.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(folder, graveyard)
+        except OSError:
+            graveyard = folder
+        shutil.rmtree(graveyard, ignore_errors=True)
+
+    # -- housekeeping --------------------------------------------------------------------
+    def entries(self) -> Iterator[EntryInfo]:
+        objects = self.root / "objects"
+        if not objects.is_dir():
+            return
+        for shard in sorted(objects.iterdir()):
+            for folder in sorted(shard.iterdir()) if shard.is_dir() else []:
+                files = [p for p in folder.iterdir() if p.is_file()]
+                size = sum(p.stat().st_size for p in files)
+                rec_path = folder / RECORD
+                kind = "?"
+                last = folder.stat().st_mtime
+                if rec_path.exists():
+                    last = rec_path.stat().st_mtime
+                    try:
+                        kind = json.loads(rec_path.read_text()).get("kind", "?")
+                    except (OSError, ValueError):
+                        kind = "damaged"
+                yield EntryInfo(folder.name, folder, size, last, kind)
+
+    def clean_tmp(self, older_than_s: float = 3600.0) -> int:
+        """Remove leftovers of interrupted writes older than ``older_than_s``; returns the count."""
+        tmp = self.root / "tmp"
+        n = 0
+        if tmp.is_dir():
+            now = time.time()
+            for d in tmp.iterdir():
+                if now - d.stat().st_mtime > older_than_s:
+                    shutil.rmtree(d, ignore_errors=True)
+                    n += 1
+        return n
+
+    def gc(self, max_bytes: int) -> list[EntryInfo]:
+        """Delete least recently used entries until the store holds at most ``max_bytes``."""
+        entries = sorted(self.entries(), key=lambda e: e.last_used)
+        total = sum(e.size for e in entries)
+        removed = []
+        for e in entries:
+            if total <= max_bytes:
+                break
+            self.remove(e.key)
+            total -= e.size
+            removed.append(e)
+        self.clean_tmp()
+        return removed

@@ -1,0 +1,86 @@
+"""Typed framework settings: the ``model``, ``runtime`` and ``cache`` config groups.
+
+Each group's YAML under ``conf/`` is merged onto one of these dataclasses when a job starts
+(:func:`load_section`), so a typo or a wrong type fails before anything runs, naming the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .params import ParamError, build_params, param
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+OFFLOAD_PLANS = ("auto", "resident", "staged", "model", "group", "sequential")
+
+
+class ConfigError(ValueError):
+    """A bad framework setting; the message names the group and field."""
+
+
+@dataclass
+class ModelConfig:
+    """Where Z-Image-Turbo's components come from.
+
+    ``source``: ``tiny`` (a locally built tiny model with seeded random weights), ``local``
+    (``path``), ``modelscope`` or ``huggingface`` (hub ``id`` at ``revision``), or ``auto``
+    (``path`` if set, else ModelScope, else Hugging Face, each offline-first).
+    """
+
+    name: str = param("tiny", help="a label for logs and metadata")
+    source: str = param("tiny", choices=("tiny", "local", "modelscope", "huggingface", "auto"))
+    id: str = param("", help="hub id, e.g. Tongyi-MAI/Z-Image-Turbo")
+    revision: str = param("main", help="hub revision (branch, tag or commit)")
+    path: Optional[str] = param(None, help="a local folder in diffusers layout; wins over the hub")
+    dtype: str = param("auto", choices=DTYPES, help="auto: bfloat16 on CUDA, float32 on CPU")
+    seed: int = param(0, ge=0, help="tiny model only: the seed of its random weights")
+
+
+@dataclass
+class RuntimeConfig:
+    """How to run: none of it enters a cache key."""
+
+    device: str = param("auto", help="auto, cpu, cuda or cuda:N")
+    vram_gb: Optional[float] = param(None, gt=0, help="pretend the GPU has this much memory (plans)")
+    offload: str = param("auto", choices=OFFLOAD_PLANS, help="memory plan; auto picks from free memory")
+    vae_tiling: str = param("auto", choices=("auto", "on", "off"))
+    progress: str = param("auto", choices=("auto", "bar", "lines", "off"),
+                          help="bars in a terminal, one line per stage otherwise")
+    compile: bool = param(False, help="torch.compile the repeated DiT blocks")
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        try:
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:  # pragma: no cover
+            return "cpu"
+
+
+@dataclass
+class CacheConfig:
+    """Where stage outputs are kept; ``dir`` defaults to the user cache dir (``zitflow/store``)."""
+
+    dir: Optional[str] = param(None, help="a folder; default: platformdirs user cache dir")
+
+    def resolved_dir(self) -> str:
+        if self.dir:
+            return self.dir
+        import os
+
+        from platformdirs import user_cache_dir
+
+        return os.environ.get("ZITFLOW_CACHE_DIR") or os.path.join(user_cache_dir("zitflow"), "store")
+
+
+def load_section(group: str, schema: type, values: Any) -> Any:
+    """Merge config group ``group``'s values onto ``schema``; :class:`ConfigError` names the field."""
+    if values is None:
+        values = {}
+    try:
+        return build_params(schema, values)
+    except ParamError as e:
+        raise ConfigError(f"config '{group}', field '{e.field}': {e.message}") from None
