@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .artifacts import Artifact
+from .cache.locks import claim
 from .cache.store import CacheStore, CorruptEntry
 from .graph import Graph
 from .keys import short, stage_key
@@ -44,7 +45,9 @@ class StageResult:
     name: str
     kind: str
     key: str
-    status: str  # "hit" (reused), "run" (computed), "rebuilt" (damaged entry recomputed), "skipped"
+    #: "hit" (reused), "run" (computed), "rebuilt" (damaged entry recomputed), "shared" (computed
+    #: meanwhile by a concurrent process on the same store), "skipped" (missing but not needed)
+    status: str
     seconds: float = 0.0
     peak_gpu_bytes: int | None = None
     notes: dict[str, Any] = field(default_factory=dict)
@@ -138,6 +141,23 @@ class Executor:
         return self._compute(name, status="run")
 
     def _compute(self, name: str, status: str, why: str | None = None) -> Artifact:
+        """Run stage ``name`` unless a concurrent process on the same store is producing it."""
+        p = self.planned[name]
+        with claim(self.store.root, p.key, lambda: self.store.contains(p.key),
+                   on_wait=lambda: log.info("stage '%s': waiting for another process computing %s",
+                                            name, short(p.key))) as mine:
+            if not mine:
+                try:
+                    art = self.store.load(p.key)
+                except CorruptEntry:
+                    self.store.remove(p.key)
+                    return self._compute(name, status, why)
+                self._memo[name] = art
+                self._results[name] = StageResult(name, p.kind, p.key, "shared")
+                return art
+            return self._run_stage(name, status, why)
+
+    def _run_stage(self, name: str, status: str, why: str | None) -> Artifact:
         spec = self.graph.stages[name]
         p = self.planned[name]
         inputs = {slot: self._get(src) for slot, src in spec.inputs.items()}
