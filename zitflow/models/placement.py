@@ -1,0 +1,174 @@
+"""Putting the pool's modules where a memory plan wants them, and the out-of-memory step-down.
+
+Each loaded ``torch.nn.Module`` (text encoder, DiT, VAE) is in one state: ``cpu``, ``gpu``,
+``group`` (diffusers block-level group offload onto the GPU) or ``sequential`` (leaf-level
+group offload). :func:`arrange` moves modules so that one component can run under a plan:
+
+=============  ==================================================  ==========================
+plan           the running component                               the others (if on the GPU)
+=============  ==================================================  ==========================
+resident       gpu                                                 stay
+staged         gpu                                                 text encoder <-> DiT swap
+                                                                   out; the VAE stays
+model          gpu                                                 moved to the CPU
+group          group (VAE: gpu)                                    moved to the CPU
+sequential     sequential (VAE: gpu)                               moved to the CPU
+cpu            cpu                                                 untouched
+=============  ==================================================  ==========================
+
+Modules of another model (another identity) always leave the GPU. Group-offloaded modules hold
+no GPU memory between calls, so they keep their hooks until they run under another plan
+(re-applying them would pin the weights again). Nothing is moved back after
+a stage: like diffusers' model offload, a module leaves only when another needs the room, so a
+seed sweep keeps the DiT where it is.
+
+:func:`run_planned` wraps a stage's work: it picks the plan, arranges the modules, runs, and on
+``torch.OutOfMemoryError`` steps one plan down (:func:`zitflow.models.memory.step_down`) and
+retries once, recording both plans in ``ctx.notes`` (the manifest).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from typing import Any, Callable
+
+from .memory import Plan, gib, rank, step_down
+
+log = logging.getLogger("zitflow")
+
+#: Components that are torch modules and can be placed (the tokenizer and scheduler are not).
+MODULES = ("text_encoder", "transformer", "vae")
+
+
+def target_state(plan: Plan, component: str) -> str:
+    """Where ``component`` must be to run under ``plan``."""
+    if plan.name == "cpu":
+        return "cpu"
+    if plan.name in ("group", "sequential") and component != "vae":
+        return plan.name
+    return "gpu"
+
+
+def must_leave(plan: Plan, running: str, other: str) -> bool:
+    """Whether module ``other`` (of the same model) must leave the GPU for ``running`` under ``plan``."""
+    if plan.name == "resident":
+        return False
+    if plan.name == "staged":
+        return (running == "text_encoder" and other == "transformer") or (
+            running != "text_encoder" and other == "text_encoder")
+    return True
+
+
+def remove_group_offload(module) -> None:
+    """Undo :func:`diffusers.hooks.apply_group_offloading` on ``module`` (its weights end on the CPU)."""
+    from diffusers.hooks import HookRegistry
+    from diffusers.hooks import group_offloading as go
+
+    registry = HookRegistry.check_if_exists_or_initialize(module)
+    for name in (go._GROUP_OFFLOADING, go._LAYER_EXECUTION_TRACKER, go._LAZY_PREFETCH_GROUP_OFFLOADING):
+        registry.remove_hook(name, recurse=True)
+    module.to("cpu")
+
+
+def set_state(module, current: str, target: str, device: str) -> None:
+    """Move ``module`` from state ``current`` to ``target`` (``device`` is the GPU, e.g. ``cuda:0``)."""
+    if current == target:
+        return
+    import torch
+
+    if current in ("group", "sequential"):
+        remove_group_offload(module)
+    if target == "gpu":
+        module.to(device)
+    elif target == "cpu":
+        module.to("cpu")
+    else:
+        from diffusers.hooks import apply_group_offloading
+
+        module.to("cpu")
+        on_cuda = torch.device(device).type == "cuda"
+        apply_group_offloading(module, onload_device=torch.device(device), offload_device=torch.device("cpu"),
+                               offload_type="block_level" if target == "group" else "leaf_level",
+                               num_blocks_per_group=1 if target == "group" else None,
+                               use_stream=on_cuda, non_blocking=on_cuda)
+
+
+def arrange(entries: dict[tuple, Any], states: dict[tuple, str], key: tuple, plan: Plan, device: str) -> None:
+    """Place every loaded module so that the module at ``key`` = (model, dtype, component) can run.
+
+    ``entries`` maps keys to loaded objects, ``states`` keys to their state (updated in place).
+    """
+    running = key[2]
+    if plan.name == "cpu":  # only the running module moves (back) to the CPU; nothing else is touched
+        set_state(entries[key], states.get(key, "cpu"), "cpu", "cpu")
+        states[key] = "cpu"
+        return
+    for other, module in entries.items():
+        if other == key or other[2] not in MODULES or states.get(other, "cpu") in ("cpu", "group", "sequential"):
+            continue  # group-offloaded modules hold no GPU memory between calls
+        foreign = other[:2] != key[:2]
+        if foreign or must_leave(plan, running, other[2]):
+            set_state(module, states[other], "cpu", device)
+            states[other] = "cpu"
+    target = target_state(plan, running)
+    set_state(entries[key], states.get(key, "cpu"), target, device)
+    states[key] = target
+
+
+def free_gpu() -> None:
+    """Return cached blocks to the driver after an out-of-memory error."""
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _is_oom(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
+
+
+def run_planned(ctx, pool, component: str, work: Callable[[Plan, str], Any], *, width: int | None = None,
+                height: int | None = None, cfg: bool = False) -> Any:
+    """Run ``work(plan, device)`` for ``component`` under the plan the pool picks; step down once on OOM.
+
+    ``pool`` provides ``plan_for(config, runtime, width, height, cfg) -> (Plan, facts)``,
+    ``prepare(config, runtime, component, plan)``, ``evict_all()`` and ``lower_floor(config, runtime,
+    plan)``. Notes written: ``memory_plan``, ``memory_budget_gb``, ``memory_estimate_gb`` and, after an
+    out-of-memory error, ``oom_fallback`` (``"resident -> staged"``).
+    """
+    config, runtime = pool.settings(ctx)
+    device = runtime.resolved_device()
+    plan, facts = pool.plan_for(config, runtime, width, height, cfg)
+    ctx.notes["memory_plan"] = str(plan)
+    ctx.notes.update({k: gib(v) for k, v in facts.items()})
+    failed: BaseException | None = None
+    try:
+        pool.prepare(config, runtime, component, plan)
+        return work(plan, device)
+    except Exception as e:  # noqa: BLE001
+        if not _is_oom(e):
+            raise
+        failed = e  # leave the except block first, so the failed attempt's tensors can be freed
+    lower = step_down(plan, component, runtime.vae_tiling)
+    if lower is None:
+        raise MemoryError(
+            f"stage '{ctx.stage_name}' ({component}) ran out of GPU memory under the smallest plan "
+            f"'{plan}' ({failed}); use a smaller size, runtime.device=cpu, or free the GPU") from failed
+    log.warning("stage '%s': out of GPU memory under plan '%s'; retrying once under '%s'",
+                ctx.stage_name, plan, lower)
+    ctx.notes["oom_fallback"] = f"{plan} -> {lower}"
+    ctx.notes["memory_plan"] = str(lower)
+    failed = None
+    if rank(lower.name) > rank(plan.name):
+        pool.lower_floor(config, runtime, lower)
+    pool.evict_all()
+    free_gpu()
+    pool.prepare(config, runtime, component, lower)
+    return work(lower, device)

@@ -1,0 +1,88 @@
+"""``decode``: latents through the VAE into an RGB image, exactly as ZImagePipeline finishes.
+
+The pipeline's last lines, in its order: latents to the VAE's dtype, ``latents /
+scaling_factor + shift_factor``, ``vae.decode``, then ``VaeImageProcessor.postprocess`` and its
+``numpy_to_pil`` rounding (``(x * 255).round()`` as uint8). The image is the pipeline's PIL image
+as an (H, W, 3) uint8 array, H and W = 8 x the latent size.
+
+Large sizes may decode in 512-pixel tiles (overlap 1/4, blended) when the memory plan says so
+(``runtime.vae_tiling``: auto picks tiling when the untiled decode would not fit). Tiling changes
+pixels slightly; like the device and dtype it is a runtime choice, recorded in the manifest notes
+(``memory_plan``) rather than in the cache key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..artifacts import Image, Tensors
+from ..registry import register
+from ..stage import Stage
+
+
+@dataclass
+class DecodeParams:
+    pass
+
+
+def decode_latents(vae, latents, device, tiling: bool, tile_px: int = 512) -> np.ndarray:
+    """(1|None, C, h, w) latents -> (8h, 8w, 3) uint8, the pipeline's ``output_type="pil"`` pixels."""
+    import torch
+    from diffusers.image_processor import VaeImageProcessor
+
+    vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    if tiling:
+        vae.enable_tiling()
+        vae.tile_sample_min_size = tile_px
+        vae.tile_latent_min_size = tile_px // vae_scale
+    else:
+        vae.disable_tiling()
+    if latents.ndim == 3:
+        latents = latents[None]
+    latents = latents.to(device=device, dtype=vae.dtype)
+    latents = (latents / vae.config.scaling_factor) + vae.config.shift_factor
+    with torch.no_grad():
+        image = vae.decode(latents, return_dict=False)[0]
+    processor = VaeImageProcessor(vae_scale_factor=vae_scale * 2)
+    pixels = processor.postprocess(image, output_type="np")
+    return np.asarray(processor.numpy_to_pil(pixels)[0].convert("RGB")).copy()
+
+
+@register
+class Decode(Stage):
+    kind = "decode"
+    version = 1
+    Params = DecodeParams
+    inputs = {"latents": Tensors}
+    output = Image
+    uses_model = True
+
+    def identity(self, params: DecodeParams, ctx):
+        from ..models.pool import pool_of
+
+        pool = pool_of(ctx)
+        return pool.identity(*pool.settings(ctx))
+
+    def run(self, params: DecodeParams, inputs, ctx) -> Image:
+        from ..models.memory import VAE_TILE_PX
+        from ..models.placement import run_planned
+        from ..models.pool import pool_of
+
+        pool = pool_of(ctx)
+        config, runtime = pool.settings(ctx)
+        stage = ctx.stage_name or self.kind
+        tensors = inputs["latents"].tensors
+        latents = tensors.get("latents")
+        if latents is None or latents.ndim not in (3, 4) or (latents.ndim == 4 and latents.shape[0] != 1):
+            raise ValueError(f"stage '{stage}', input 'latents': needs a 'latents' tensor of shape (C, h, w) "
+                             f"(a denoise stage's output), got "
+                             f"{'no latents' if latents is None else tuple(latents.shape)}")
+        scale = pool.vae_scale_factor(config, runtime)
+        width, height = latents.shape[-1] * scale, latents.shape[-2] * scale
+
+        def work(plan, device):
+            return decode_latents(pool.vae(config, runtime), latents, device, plan.vae_tiling, VAE_TILE_PX)
+
+        return Image(run_planned(ctx, pool, "vae", work, width=width, height=height))
