@@ -96,6 +96,8 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never touch the user's real cache dir from tests."""
     monkeypatch.setenv("ZITFLOW_CACHE_DIR", str(tmp_path_factory.mktemp("default-store")))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("ZITFLOW_SR_WEIGHTS_DIR", str(tmp_path_factory.getbasetemp() / "sr-weights"))
+    monkeypatch.setenv("ZITFLOW_MODELS_DIR", str(tmp_path_factory.getbasetemp() / "models"))
     yield
 
 

@@ -111,7 +111,7 @@ def _translate(schema: type, e: OmegaConfBaseException) -> ParamError:
     if top not in fields:
         return ParamError(key, f"unknown field; allowed fields: {', '.join(sorted(fields))}")
     f = fields[top]
-    if "Missing mandatory value" in msg:
+    if "missing mandatory value" in msg.lower():
         return ParamError(key, f"is required; allowed: {_allowed(f)}")
     return ParamError(key, f"{msg}; allowed: {_allowed(f)}")
 
