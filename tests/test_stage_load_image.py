@@ -178,7 +178,7 @@ def test_animation_loads_first_frame(tmp_path):
 
 
 @pytest.mark.parametrize("entry, words", [
-    ({}, ["field 'path'", "mandatory value"]),
+    ({}, ["field 'path'", "is required"]),
     ({"path": ""}, ["field 'path'", "got ''", "path of an image file"]),
     ({"path": "x.png", "alpha": "drop"}, ["field 'alpha'", "'drop'", "'keep', 'flatten'"]),
     ({"path": "x.png", "background": "nocolor"}, ["field 'background'", "'nocolor'", "'white'"]),
