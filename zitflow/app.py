@@ -32,12 +32,19 @@ def job(cfg: DictConfig) -> None:
     except ValueError as e:  # a bad recipe or setting: one message naming it, no traceback
         print(f"zitflow: {e}", file=sys.stderr)
         sys.exit(2)
-    if cfg.get("explain"):
-        from .explain import explain_job
+    from .models.pool import ModelLoadError
+    from .models.sources import ModelNotFound
 
-        print(explain_job(j))
-        return
-    run_job(j, Path(hc.runtime.output_dir))
+    try:
+        if cfg.get("explain"):
+            from .explain import explain_job
+
+            print(explain_job(j))
+            return
+        run_job(j, Path(hc.runtime.output_dir))
+    except (ValueError, ModelNotFound, ModelLoadError) as e:  # bad input or no weights: say so
+        print(f"zitflow: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def main() -> None:
