@@ -75,6 +75,7 @@ def plan(graph: Graph, store: CacheStore, ctx: RunContext) -> dict[str, PlannedS
     for name in graph.order():
         spec = graph.stages[name]
         stage = spec.cls()
+        ctx.stage_name = name  # identity() may depend on the stage's own name (export's file name)
         inputs = {slot: out[src].key for slot, src in spec.inputs.items()}
         params = semantic_dict(spec.params)
         identity = dict(stage.identity(spec.params, ctx))
