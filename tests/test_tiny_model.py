@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,17 +16,10 @@ from zitflow.models.pool import ModelPool
 from zitflow.models.sources import fingerprint, resolve
 
 
-@pytest.fixture(scope="module", autouse=True)
-def models_dir(tmp_path_factory):
-    """Build tiny models in the session's temp dir, never in the user's cache."""
-    path = tmp_path_factory.getbasetemp() / "zitflow-models"
-    old = os.environ.get("ZITFLOW_MODELS_DIR")
-    os.environ["ZITFLOW_MODELS_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("ZITFLOW_MODELS_DIR", None)
-    else:
-        os.environ["ZITFLOW_MODELS_DIR"] = old
+@pytest.fixture
+def models_dir():
+    """The session's models folder, which conftest points ZITFLOW_MODELS_DIR at for every test."""
+    return Path(os.environ["ZITFLOW_MODELS_DIR"])
 
 
 def test_built_once_then_reused(models_dir):
