@@ -242,3 +242,22 @@ def test_param_errors_name_field_value_and_allowed(entry, words):
     assert "stage 'export'" in msg
     for w in words:
         assert w in msg, msg
+
+
+def test_two_sinks_with_one_file_name_both_land(tmp_path, caplog):
+    from zitflow.executor import Manifest
+
+    a, b = File(b"first", "cover.png"), File(b"second", "cover.png")
+    written = write_outputs(Manifest("r", [], {"wide": a, "tall": b}), tmp_path)
+    assert sorted(written) == ["tall", "wide"]
+    assert (tmp_path / "cover.png").read_bytes() == b"first"
+    assert (tmp_path / "cover-tall.png").read_bytes() == b"second"
+    assert "both export 'cover.png'" in caplog.text
+
+
+def test_run_only_overrides_stay_out_of_the_job_facts():
+    from zitflow.job import semantic_overrides
+
+    given = ["seed=3", "runtime.progress=plain", "cache.dir=/x", "+hydra.job.chdir=true", "model=tiny",
+             "stages.sharpen.amount=0.5", "explain=true", "recipe=poster"]
+    assert semantic_overrides(given) == ["seed=3", "model=tiny", "stages.sharpen.amount=0.5", "recipe=poster"]

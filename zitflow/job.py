@@ -31,6 +31,21 @@ log = logging.getLogger("zitflow")
 #: Top-level keys that describe what is made (they enter the config hash); the rest is how.
 JOB_KEYS = ("prompt", "negative_prompt", "seed", "input", "stages")
 
+#: Override prefixes that change how a run goes, never what it makes: kept out of the job facts
+#: (export metadata and its cache key), so ``runtime.progress=plain`` does not re-export.
+RUN_ONLY_OVERRIDES = ("runtime", "cache", "hydra", "explain", "allow_modules")
+
+
+def semantic_overrides(cli_overrides: Iterable[str]) -> list[str]:
+    """The command-line overrides that can change outputs, in order (``runtime.*``, ``cache.*``,
+    ``hydra.*`` and friends dropped)."""
+    out = []
+    for o in cli_overrides:
+        key = o.lstrip("+~").split("=")[0]
+        if key.replace("/", ".").split(".")[0] not in RUN_ONLY_OVERRIDES:
+            out.append(o)
+    return out
+
 
 @dataclass
 class Job:
@@ -87,7 +102,7 @@ def make_job(cfg: DictConfig, recipe: str, cli_overrides: Iterable[str] = ()) ->
         "seed": config.get("seed"),
         "model": {"name": model.name, "source": model.source, "id": model.id, "revision": model.revision},
         "config_hash": config_hash(config, model),
-        "overrides": list(cli_overrides),
+        "overrides": semantic_overrides(cli_overrides),
         "chain": chain(graph),
         "config": {k: config.get(k) for k in ("schema_version", *JOB_KEYS) if k in config}
         | {"model": OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") else None},
@@ -132,11 +147,20 @@ def safe_join(out_dir: Path, name: str) -> Path:
 
 
 def write_outputs(manifest: Manifest, out_dir: Path) -> dict[str, str]:
-    """Write each sink's :class:`File` into ``out_dir`` (never outside it); stage -> path."""
-    written = {}
+    """Write each sink's :class:`File` into ``out_dir`` (never outside it); stage -> path.
+
+    Two sinks that render the same file name never overwrite each other: the later one is
+    written as ``<stem>-<stage><suffix>`` and a warning says so.
+    """
+    written: dict[str, str] = {}
     for name, art in manifest.outputs.items():
         if isinstance(art, File):
             path = safe_join(out_dir, art.name)
+            if str(path) in written.values():
+                first = next(k for k, v in written.items() if v == str(path))
+                path = safe_join(out_dir, f"{path.stem}-{name}{path.suffix}")
+                log.warning("stages %r and %r both export %r: writing %r's file as %s",
+                            first, name, art.name, name, path.name)
             tmp = path.with_name(path.name + ".part")
             tmp.write_bytes(art.payload)
             os.replace(tmp, path)

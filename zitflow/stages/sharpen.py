@@ -28,7 +28,8 @@ class SharpenParams:
 def unsharp_mask(pixels: np.ndarray, amount: float, radius: float, threshold: int) -> np.ndarray:
     """Unsharp mask of (H, W, C) uint8 pixels; alpha (C=4) is left as is. Returns uint8.
 
-    ``out = x + amount * (x - gaussian(x, sigma=radius))`` where ``|x - blur| * 255 >= threshold``.
+    ``out = x + amount * (x - gaussian(x, sigma=radius))`` where ``|x - blur| >= threshold``
+    (in 8-bit levels, 0..255; 0 sharpens everything); ``radius`` is the Gaussian sigma in pixels.
     """
     rgb = pixels[..., :3].astype(np.float32)
     blur = cv2.GaussianBlur(rgb, (0, 0), sigmaX=radius, sigmaY=radius, borderType=cv2.BORDER_REFLECT_101)
