@@ -82,6 +82,24 @@ def time_run(fn, image, net_scale, scale, tile, tile_pad, device, repeats, warmu
     return statistics.median(times), out, peak
 
 
+def forward_seconds(net, size: int, dtype, repeats: int) -> float:
+    """Median seconds of the network alone on a (1, 3, size, size) CUDA tensor (channels_last),
+    no host copies: the figure to hold against published forward-only timings."""
+    import torch
+
+    x = torch.rand(1, 3, size, size, device="cuda", dtype=dtype).contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 1):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            net(x)
+            torch.cuda.synchronize()
+            if i:
+                times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cpu", action="store_true", help="run on the CPU even when CUDA is available")
@@ -110,15 +128,15 @@ def main(argv=None) -> int:
             "repeats": args.repeats}
     rows = []
 
-    def record(model, engine, precision, tiled, scale, seconds, out, peak, ref=None):
+    def record(model, engine, precision, tiled, scale, seconds, out, peak, ref=None, output="stage"):
         mp = out.shape[0] * out.shape[1] / 1e6
-        row = {"model": model, "engine": engine, "precision": precision, "tile": tiled or 0, "scale": scale,
-               "out": [int(out.shape[1]), int(out.shape[0])], "seconds": round(seconds, 4),
+        row = {"model": model, "engine": engine, "precision": precision, "output": output, "tile": tiled or 0,
+               "scale": scale, "out": [int(out.shape[1]), int(out.shape[0])], "seconds": round(seconds, 4),
                "out_mp_per_s": round(mp / seconds, 3), "peak_gpu_gib": round(peak / 2**30, 3) if peak else None}
         if ref is not None:
             row["max_abs_diff_vs_first"] = int(np.abs(out.astype(np.int16) - ref.astype(np.int16)).max())
         rows.append(row)
-        print(f"{model:24s} {engine:12s} {precision:5s} tile={row['tile']:<5d} x{scale:<4g} "
+        print(f"{model:24s} {engine:12s} {precision:5s} {output:7s} tile={row['tile']:<5d} x{scale:<4g} "
               f"{row['out'][0]}x{row['out'][1]:<5d} {seconds:8.3f} s {row['out_mp_per_s']:8.2f} MP/s"
               + (f"  peak {row['peak_gpu_gib']} GiB" if peak else "")
               + (f"  diff {row['max_abs_diff_vs_first']}" if ref is not None else ""), flush=True)
@@ -128,17 +146,32 @@ def main(argv=None) -> int:
         firsts: dict[float, np.ndarray] = {}
         for precision in precisions:
             desc = models.load(ref, device, dtypes[precision])
-            fn = torch_tile_fn(desc, device, dtypes[precision])
-            for tiled in ([None] if not args.no_untiled else []) + [tile]:
-                for scale in args.scales:
-                    try:
-                        sec, out, peak = time_run(fn, image, 4, scale, tiled, ref.seamless_pad, device, args.repeats)
-                    except torch.cuda.OutOfMemoryError:  # pragma: no cover - GPU only
-                        print(f"{name} {precision} tile={tiled} x{scale}: out of GPU memory", flush=True)
-                        torch.cuda.empty_cache()
-                        continue
-                    record(name, f"torch-{device}", precision, tiled, scale, sec, out, peak, firsts.get(scale))
-                    firsts.setdefault(scale, out)
+            if device == "cuda":
+                sec = forward_seconds(desc.model, size, dtypes[precision], args.repeats)
+                rows.append({"model": name, "engine": "torch-cuda", "precision": precision, "output": "forward",
+                             "tile": 0, "scale": 4.0, "out": [4 * size, 4 * size], "seconds": round(sec, 4),
+                             "out_mp_per_s": round(16 * size * size / 1e6 / sec, 3)})
+                print(f"{name:24s} torch-cuda   {precision:5s} forward (network only, tensor on the GPU) "
+                      f"x4 {sec:8.3f} s", flush=True)
+            # the stage's path (uint8 rounded on the device on CUDA) and, on CUDA, the float path it replaced
+            variants = [("stage", True, [None] if not args.no_untiled else [])]
+            variants[0][2].append(tile)
+            if device == "cuda" and not args.no_untiled:
+                variants.append(("float", False, [None]))
+            for output, quantize, tiles in variants:
+                fn = torch_tile_fn(desc, device, dtypes[precision], quantize=quantize and device == "cuda")
+                for tiled in tiles:
+                    for scale in args.scales:
+                        try:
+                            sec, out, peak = time_run(fn, image, 4, scale, tiled, ref.seamless_pad, device,
+                                                      args.repeats)
+                        except torch.cuda.OutOfMemoryError:  # pragma: no cover - GPU only
+                            print(f"{name} {precision} tile={tiled} x{scale}: out of GPU memory", flush=True)
+                            torch.cuda.empty_cache()
+                            continue
+                        record(name, f"torch-{device}", precision, tiled, scale, sec, out, peak, firsts.get(scale),
+                               output)
+                        firsts.setdefault(scale, out)
             models.clear()
             if device == "cuda":
                 torch.cuda.empty_cache()

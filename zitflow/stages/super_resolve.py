@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import numpy as np
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -139,7 +140,9 @@ class SuperResolve(Stage):
 
             dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
             desc = models.load(ref, device, dtype)
-            fn, net_scale, arch = torch_tile_fn(desc, device, dtype), int(desc.scale), desc.architecture.name
+            quantize = device.startswith("cuda") and src.pixels.dtype == np.uint8  # round on the GPU, copy a quarter
+            fn = torch_tile_fn(desc, device, dtype, quantize=quantize)
+            net_scale, arch = int(desc.scale), desc.architecture.name
             engine, tile_device = f"torch-{device}", device
         tile = params.tile or auto_tile(src.width, src.height, tile_device, arch, value_bytes, tile_pad=pad)
         target = (params.target_width, params.target_height) if (params.target_width or params.target_height) else None
