@@ -312,6 +312,14 @@ class ModelPool:
                     self._states[(fp, dtype, comp)] = "gpu" if on_gpu else "cpu"
         return resolved
 
+    def components(self, config: ModelConfig) -> dict[str, Any]:
+        """The objects held for ``config`` (component name -> object), e.g. to build a stock
+        pipeline from the same modules in a benchmark. Empty when nothing is loaded yet."""
+        resolved = self._resolved.get(self._config_key(config))
+        if resolved is None:
+            return {}
+        return {comp: obj for (fp, _, comp), obj in self._entries.items() if fp == resolved.fingerprint}
+
     def loaded(self) -> list[tuple[str, str, str]]:
         """Keys (fingerprint, dtype, component) of everything loaded."""
         return list(self._entries)

@@ -1,0 +1,266 @@
+"""Speed of generation: stock diffusers ``ZImagePipeline`` against zitflow's stages, side by side.
+
+One process builds the REAL-size Z-Image-Turbo architecture with random bf16 weights on the GPU
+(see ``generate_bench.build_random_zimage``: 6.15B DiT, Qwen3-4B, Flux VAE) and, at each size,
+times with the same module objects and the same seed:
+
+* ``stock``: ``ZImagePipeline(...)(prompt, height, width, 9 steps, guidance 0)`` end to end
+  (PIL out), and again with ``output_type="latent"`` (encode + denoise); decode = the difference.
+* ``zitflow``: the registered ``encode -> denoise -> decode`` stages through the executor (plan
+  ``resident``), a fresh cache store per run, so every stage computes and writes its entry.
+
+Medians of ``--repeats`` runs after one warm-up, peak GPU memory, the DiT's achieved TFLOP/s
+(FLOPs of one forward counted by ``torch.utils.flop_counter`` x steps / denoise seconds) and
+zitflow's time as a ratio of stock. Parity: zitflow's latents against stock's (max and mean abs).
+
+``--sweep N``: images per hour for an N-seed sweep at 1024x1024 (one prompt): N stock calls against
+zitflow on one store, where the prompt is encoded once and reused.
+
+``--compile``: the same 1024x1024 row with ``runtime.compile=true`` (regional compilation of the
+repeated DiT blocks), its cold first-run seconds, and latents against eager.
+
+Prints a table and writes JSON (``--out``). Runs on a CUDA machine only.
+
+Usage::
+
+    python bench/speed_bench.py --out speed.json --sweep 16 --compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from generate_bench import PROMPT, build_random_zimage  # noqa: E402
+
+from zitflow.cache.store import CacheStore  # noqa: E402
+from zitflow.config import RuntimeConfig  # noqa: E402
+from zitflow.executor import Executor  # noqa: E402
+from zitflow.models.memory import GiB  # noqa: E402
+from zitflow.models.pool import ModelPool  # noqa: E402
+from zitflow.recipe import build_graph  # noqa: E402
+from zitflow.stage import RunContext  # noqa: E402
+
+SIZES = "512x512,768x768,1024x1024,1088x1920,1920x1088"
+STEPS = 9
+
+
+def sync() -> None:
+    import torch
+
+    torch.cuda.synchronize()
+
+
+def graph_for(width: int, height: int, seed: int, prompt: str = PROMPT, decode: bool = True):
+    stages = {
+        "encode": {"kind": "encode", "prompt": prompt},
+        "denoise": {"kind": "denoise", "inputs": {"embeds": "encode"}, "seed": seed, "width": width,
+                    "height": height, "steps": STEPS},
+    }
+    if decode:
+        stages["decode"] = {"kind": "decode", "input": "denoise"}
+    return build_graph("speed", stages)
+
+
+class Bench:
+    def __init__(self):
+        import torch
+        from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
+
+        from zitflow.models.tiny import ZIMAGE_SCHEDULER
+
+        self.pool = ModelPool()
+        self.config = build_random_zimage(self.pool, "cuda")
+        self.runtime = RuntimeConfig(device="cuda", offload="resident", progress="off")
+        self.components = self.pool.components(self.config)
+        c = self.components
+        self.pipe = ZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(**ZIMAGE_SCHEDULER), vae=c["vae"],
+                                   text_encoder=c["text_encoder"], tokenizer=c["tokenizer"],
+                                   transformer=c["transformer"])
+        self.pipe.set_progress_bar_config(disable=True)
+        self.torch = torch
+
+    # -- one run each -------------------------------------------------------------------------
+
+    def stock(self, w: int, h: int, seed: int, output_type: str = "pil"):
+        torch = self.torch
+        sync()
+        t0 = time.perf_counter()
+        out = self.pipe(prompt=PROMPT, height=h, width=w, num_inference_steps=STEPS, guidance_scale=0.0,
+                        generator=torch.Generator("cpu").manual_seed(seed), output_type=output_type)
+        sync()
+        return time.perf_counter() - t0, out.images
+
+    def zitflow(self, w: int, h: int, seed: int, store: CacheStore | None = None, decode: bool = True,
+                runtime: RuntimeConfig | None = None):
+        ctx = RunContext(runtime=runtime or self.runtime, models=self.pool, model_config=self.config)
+        with tempfile.TemporaryDirectory(prefix="zitflow-speed-") as tmp:
+            store = store or CacheStore(tmp)
+            sync()
+            t0 = time.perf_counter()
+            manifest = Executor(graph_for(w, h, seed, decode=decode), store, ctx).execute()
+            sync()
+            wall = time.perf_counter() - t0
+            stages = {r.name: r.seconds for r in manifest.stages}
+            key = next(r.key for r in manifest.stages if r.name == "denoise")
+            latents = store.load(key).tensors["latents"]
+        return wall, stages, latents
+
+    def dit_flops(self, w: int, h: int) -> float:
+        """FLOPs of one DiT forward at ``w`` x ``h`` (batch 1), counted on the GPU."""
+        torch = self.torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        dit = self.components["transformer"]
+        p = next(dit.parameters())
+        lat = torch.randn(dit.config.in_channels, 1, h // 8, w // 8, device=p.device, dtype=p.dtype)
+        cap = torch.randn(512, dit.config.cap_feat_dim, device=p.device, dtype=p.dtype)
+        t = torch.tensor([0.5], device=p.device, dtype=p.dtype)
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            dit([lat], t, [cap], return_dict=False)
+        return float(counter.get_total_flops())
+
+
+def median_of(fn, repeats: int):
+    fn()  # warm-up
+    runs = [fn() for _ in range(repeats)]
+    return runs
+
+
+def latent_diff(a, b) -> dict:
+    import torch
+
+    a = a.float().flatten().cpu()
+    b = b.float().flatten().cpu()
+    d = (a - b).abs()
+    return {"max_abs": round(float(d.max()), 5), "mean_abs": round(float(d.mean()), 6),
+            "ref_mean_abs": round(float(b.abs().mean()), 4), "equal": bool(torch.equal(a, b))}
+
+
+def stock_latents(images):
+    return images[0] if images.ndim == 4 else images
+
+
+def main() -> int:
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default=SIZES)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sweep", type=int, default=0, help="seeds of the sweep-throughput row (0: skip)")
+    ap.add_argument("--compile", action="store_true", help="add the runtime.compile=true row at 1024x1024")
+    ap.add_argument("--max-seconds", type=float, default=480.0, help="start no new section after this")
+    ap.add_argument("--out", default="speed_bench.json")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("speed_bench needs CUDA", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    b = Bench()
+    rows, extra = [], {}
+    for item in args.sizes.split(","):
+        if time.perf_counter() - start > args.max_seconds:
+            rows.append({"size": item, "skipped": "max-seconds reached"})
+            continue
+        w, h = (int(v) for v in item.lower().split("x"))
+        seed = 1234
+        torch.cuda.reset_peak_memory_stats()
+        stock = median_of(lambda: b.stock(w, h, seed), args.repeats)
+        stock_peak = torch.cuda.max_memory_allocated() / GiB
+        stock_lat = median_of(lambda: b.stock(w, h, seed, "latent"), args.repeats)
+        torch.cuda.reset_peak_memory_stats()
+        zit = median_of(lambda: b.zitflow(w, h, seed), args.repeats)
+        zit_peak = torch.cuda.max_memory_allocated() / GiB
+        s_total = statistics.median(r[0] for r in stock)
+        s_latent = statistics.median(r[0] for r in stock_lat)
+        z_total = statistics.median(r[0] for r in zit)
+        z_stage = {k: statistics.median(r[1][k] for r in zit) for k in ("encode", "denoise", "decode")}
+        flops = b.dit_flops(w, h) * STEPS
+        row = {"size": f"{w}x{h}",
+               "stock": {"total_s": round(s_total, 3), "encode_denoise_s": round(s_latent, 3),
+                         "decode_s": round(s_total - s_latent, 3), "peak_gib": round(stock_peak, 2)},
+               "zitflow": {"total_s": round(z_total, 3), **{f"{k}_s": round(v, 3) for k, v in z_stage.items()},
+                           "peak_gib": round(zit_peak, 2)},
+               "ratio_total": round(z_total / s_total, 3),
+               "dit_tflops_per_s": round(flops / z_stage["denoise"] / 1e12, 1),
+               "parity_latents": latent_diff(zit[-1][2], stock_latents(stock_lat[-1][1]))}
+        rows.append(row)
+        print(f"{row['size']:>9}  stock {s_total:6.3f} s (decode {s_total - s_latent:5.3f})  zitflow {z_total:6.3f} s "
+              f"(enc {z_stage['encode']:.3f} den {z_stage['denoise']:.3f} dec {z_stage['decode']:.3f})  "
+              f"ratio {row['ratio_total']:.2f}  DiT {row['dit_tflops_per_s']} TFLOP/s  "
+              f"latents max diff {row['parity_latents']['max_abs']}", flush=True)
+        gc.collect()
+        torch.cuda.empty_cache()
+
+    if args.sweep and time.perf_counter() - start < args.max_seconds:
+        n, w, h = args.sweep, 1024, 1024
+        b.stock(w, h, 0)
+        t0 = time.perf_counter()
+        for s in range(n):
+            b.stock(w, h, 100 + s)
+        stock_s = time.perf_counter() - t0
+        with tempfile.TemporaryDirectory(prefix="zitflow-sweep-") as tmp:
+            store = CacheStore(tmp)
+            t0 = time.perf_counter()
+            for s in range(n):
+                b.zitflow(w, h, 100 + s, store=store)
+            zit_s = time.perf_counter() - t0
+        extra["sweep"] = {"seeds": n, "size": "1024x1024", "stock_s": round(stock_s, 2), "zitflow_s": round(zit_s, 2),
+                          "stock_images_per_hour": round(n * 3600 / stock_s), "zitflow_images_per_hour":
+                          round(n * 3600 / zit_s), "ratio": round(zit_s / stock_s, 3)}
+        print(f"sweep of {n} seeds at 1024: stock {stock_s:.1f} s, zitflow {zit_s:.1f} s "
+              f"({extra['sweep']['zitflow_images_per_hour']} vs {extra['sweep']['stock_images_per_hour']} images/h)",
+              flush=True)
+
+    if args.compile and time.perf_counter() - start < args.max_seconds:
+        w = h = 1024
+        eager = b.zitflow(w, h, 7, decode=False)
+        rt = RuntimeConfig(device="cuda", offload="resident", progress="off", compile=True)
+        cold = b.zitflow(w, h, 7, decode=False, runtime=rt)
+        runs = [b.zitflow(w, h, 7, runtime=rt) for _ in range(args.repeats)]
+        stock_ref = next((r for r in rows if r.get("size") == "1024x1024"), None)
+        den = statistics.median(r[1]["denoise"] for r in runs)
+        tot = statistics.median(r[0] for r in runs)
+        extra["compile"] = {"size": "1024x1024", "cold_first_denoise_s": round(cold[1]["denoise"], 1),
+                            "denoise_s": round(den, 3), "total_s": round(tot, 3),
+                            "ratio_total_vs_stock": round(tot / stock_ref["stock"]["total_s"], 3) if stock_ref else None,
+                            "parity_vs_eager": latent_diff(cold[2], eager[2])}
+        print(f"compiled 1024: cold first denoise {cold[1]['denoise']:.1f} s, then denoise {den:.3f} s, "
+              f"total {tot:.3f} s; latents vs eager {extra['compile']['parity_vs_eager']}", flush=True)
+
+    print_table(rows, extra)
+    info = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "steps": STEPS,
+            "model": "random full-size Z-Image-Turbo (bf16)", "repeats": args.repeats,
+            "total_s": round(time.perf_counter() - start, 1)}
+    Path(args.out).write_text(json.dumps({"info": info, "rows": rows, **extra}, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def print_table(rows: list[dict], extra: dict) -> None:
+    print("\n| size | stock s | zitflow s | ratio | encode s | denoise s | decode s | stock peak GiB | zitflow peak GiB "
+          "| DiT TFLOP/s | latents max abs diff |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "skipped" in r:
+            print(f"| {r['size']} | skipped: {r['skipped']} |")
+            continue
+        s, z = r["stock"], r["zitflow"]
+        print(f"| {r['size']} | {s['total_s']:.3f} | {z['total_s']:.3f} | {r['ratio_total']:.2f} | {z['encode_s']:.3f} "
+              f"| {z['denoise_s']:.3f} | {z['decode_s']:.3f} | {s['peak_gib']} | {z['peak_gib']} | "
+              f"{r['dit_tflops_per_s']} | {r['parity_latents']['max_abs']} |")
+    for k, v in extra.items():
+        print(f"{k}: {v}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
