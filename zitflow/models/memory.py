@@ -13,9 +13,10 @@ On a CPU the plan is ``cpu``. Any plan may add VAE tiling (512 px tiles) for lar
 
 Everything here is pure arithmetic on bytes (:class:`ModelSizes` and a size in pixels), so the
 resolution policy can ask :func:`fits` without a GPU or a model. The activation terms are
-calibrated on an H100 with the full-size architecture in bf16 (``/work/shared/FACTS.md``: peak
-with all resident = 19.17 GiB of weights + 0.6 GiB at 512x512, 2.4 at 1024x1024, 4.7 at
-1088x1920, 9.5 at 2048x2048 - the VAE decode dominates and grows with pixels).
+calibrated on an H100 with the full-size architecture in bf16 (peak with all resident: 19.17
+GiB of weights + 0.6 GiB at 512x512, 2.4 at 1024x1024, 4.7 at 1088x1920, 9.5 at 2048x2048 - the
+VAE decode dominates and grows with pixels); ``bench/generate_bench.py`` checks them against
+measured peaks (docs/generation.md: within 0.2 GiB for the on-GPU plans).
 """
 
 from __future__ import annotations

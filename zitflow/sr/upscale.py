@@ -197,8 +197,8 @@ def _check_out(out: np.ndarray, h: int, w: int, s: int) -> None:
 
 
 #: Peak working memory per *input* pixel at 2 bytes per value (fp16/bf16), weights excluded.
-#: From H100 measurements (FACTS.md: x4plus fp16 1024² untiled 4.0 GiB, tile 512 1.2 GiB) with
-#: margin; fp32 doubles it.
+#: From H100 measurements (bench/results/sr_bench_h100.json: x4plus fp16 1024² untiled 4.0 GiB,
+#: tile 512 1.4 GiB) with margin; fp32 doubles it.
 BYTES_PER_INPUT_PIXEL = {"ESRGAN": 6 * 1024, "RealESRGAN Compact": 2 * 1024}
 UNKNOWN_ARCH_BYTES = 12 * 1024
 
