@@ -16,7 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from .job import make_job, run_job
+from .job import make_job, objective_value, run_job
 
 log = logging.getLogger("zitflow")
 
@@ -24,7 +24,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def job(cfg: DictConfig) -> None:
+def job(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     recipe = hc.runtime.choices.get("recipe") or "?"
     try:
@@ -40,8 +40,9 @@ def job(cfg: DictConfig) -> None:
             from .explain import explain_job
 
             print(explain_job(j))
-            return
-        run_job(j, Path(hc.runtime.output_dir))
+            return None
+        manifest = run_job(j, Path(hc.runtime.output_dir))
+        return objective_value(j, manifest)  # what a sweeper (Optuna) optimises; None without one
     except (ValueError, ModelNotFound, ModelLoadError) as e:  # bad input or no weights: say so
         print(f"zitflow: {e}", file=sys.stderr)
         sys.exit(2)

@@ -93,6 +93,7 @@ def make_job(cfg: DictConfig, recipe: str, cli_overrides: Iterable[str] = ()) ->
     cache = load_section("cache", CacheConfig, cfg.get("cache"))
     allow = trusted_allow_modules(cfg, cli_overrides)
     graph = build_graph(recipe, cfg.stages, allow)
+    check_objective(recipe, graph, cfg.get("objective"))
     config = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(config, dict)
     job_meta = {
@@ -120,6 +121,32 @@ def _model_pool():
     return POOL
 
 
+def check_objective(recipe: str, graph, objective: str | None) -> None:
+    """``objective`` is ``"<stage>.<field>"`` naming a stage of the recipe (a data sink such as
+    ``quality``); a ValueError names what is wrong."""
+    if not objective:
+        return
+    stage, _, fld = str(objective).partition(".")
+    if not fld or stage not in graph.stages:
+        raise ValueError(f"recipe {recipe!r}, field 'objective': got {objective!r}; allowed: '<stage>.<field>' "
+                         f"with a stage of the recipe ({', '.join(graph.stages)}), e.g. 'quality.score'")
+
+
+def objective_value(job: Job, manifest: Manifest) -> float | None:
+    """The number ``objective: <stage>.<field>`` names in this run's outputs (for sweepers such
+    as Optuna, which minimise or maximise what the job returns), or None when none is set."""
+    objective = job.config.get("objective")
+    if not objective:
+        return None
+    stage, _, fld = str(objective).partition(".")
+    art = manifest.outputs.get(stage)
+    value = getattr(art, "value", None)
+    if not isinstance(value, dict) or fld not in value:
+        raise ValueError(f"recipe {job.recipe!r}, field 'objective': stage {stage!r} gave no data field {fld!r} "
+                         f"(it must be a data sink, e.g. kind 'quality' with field 'score')")
+    return float(value[fld])
+
+
 def run_job(job: Job, out_dir: Path, reporter: StageReporter | None = None) -> Manifest:
     """Plan, show the plan, run, then write outputs, ``manifest.json`` and ``config.json``."""
     reporter = reporter or StageReporter(job.runtime.progress)
@@ -131,6 +158,8 @@ def run_job(job: Job, out_dir: Path, reporter: StageReporter | None = None) -> M
     record = manifest.as_dict() | {
         "cache_dir": str(job.store.root), "outputs": written, "config_hash": job.ctx.job["config_hash"],
         "model": job.ctx.job["model"]}
+    if job.config.get("objective"):
+        record["objective"] = {"name": job.config["objective"], "value": objective_value(job, manifest)}
     (out_dir / "manifest.json").write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str))
     (out_dir / "config.json").write_text(json.dumps(job.config, indent=2, ensure_ascii=False, default=str))
     reporter.done(manifest, written)
