@@ -4,7 +4,9 @@
 version, semantic params, input keys and identity; a stage is a *hit* when the store holds its
 key. ``execute`` then runs the misses in order, loading a cached input only when a stage that
 must run reads it, stores each new output atomically, and returns a :class:`Manifest`. A
-damaged entry found on load is reported, removed and rebuilt from its inputs.
+damaged entry found on load is reported, removed and rebuilt from its inputs; an entry that
+cannot be read (permissions) is reported and recomputed but kept; a store whose disk is full is
+reported and the run goes on without caching what it could not store.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Callable
 
 from .artifacts import Artifact
 from .cache.locks import claim
-from .cache.store import CacheStore, CorruptEntry
+from .cache.store import CacheStore, CorruptEntry, EntryUnreadable, StoreFull
 from .graph import Graph
 from .keys import short, stage_key
 from .params import semantic_dict
@@ -139,7 +141,14 @@ class Executor:
                 self.store.remove(p.key)
                 art = self._compute(name, status="rebuilt", why=e.why)
                 return art
+            except EntryUnreadable as e:
+                return self._unreadable(name, e)
         return self._compute(name, status="run")
+
+    def _unreadable(self, name: str, e: EntryUnreadable) -> Artifact:
+        """Compute a stage whose entry exists but cannot be read, without touching that entry."""
+        log.warning("%s; computing stage '%s' without it", e, name)
+        return self._run_stage(name, "run", None, store=False, notes={"unreadable_entry": e.why})
 
     def _compute(self, name: str, status: str, why: str | None = None) -> Artifact:
         """Run stage ``name`` unless a concurrent process on the same store is producing it."""
@@ -153,12 +162,15 @@ class Executor:
                 except CorruptEntry:
                     self.store.remove(p.key)
                     return self._compute(name, status, why)
+                except EntryUnreadable as e:
+                    return self._unreadable(name, e)
                 self._memo[name] = art
                 self._results[name] = StageResult(name, p.kind, p.key, "shared")
                 return art
             return self._run_stage(name, status, why)
 
-    def _run_stage(self, name: str, status: str, why: str | None) -> Artifact:
+    def _run_stage(self, name: str, status: str, why: str | None, store: bool = True,
+                   notes: dict[str, Any] | None = None) -> Artifact:
         spec = self.graph.stages[name]
         p = self.planned[name]
         inputs = {slot: self._get(src) for slot, src in spec.inputs.items()}
@@ -174,13 +186,18 @@ class Executor:
         if not isinstance(art, spec.cls.output):
             raise TypeError(f"stage '{name}' ({spec.kind}) returned {type(art).__name__}, "
                             f"declared {spec.cls.output.__name__}")
-        notes = dict(self.ctx.notes)
+        notes = dict(self.ctx.notes) | (notes or {})
         if why:
             notes["rebuilt_because"] = why
-        self.store.save(p.key, art, {
-            "kind": spec.kind, "stage": name, "version": spec.cls.version, "params": p.params,
-            "inputs": p.inputs, "identity": p.identity, "seconds": round(seconds, 6),
-            "recipe": self.graph.recipe, "notes": notes})
+        if store:
+            try:
+                self.store.save(p.key, art, {
+                    "kind": spec.kind, "stage": name, "version": spec.cls.version, "params": p.params,
+                    "inputs": p.inputs, "identity": p.identity, "seconds": round(seconds, 6),
+                    "recipe": self.graph.recipe, "notes": notes})
+            except StoreFull as e:
+                log.warning("stage '%s' is not cached: %s", name, e.strerror)
+                notes["not_cached"] = e.strerror
         self._memo[name] = art
         self._results[name] = StageResult(name, spec.kind, p.key, status, round(seconds, 6), peak_bytes, notes)
         self.on_event(name, status)

@@ -3,6 +3,7 @@
     python -m zitflow.cache info                  # entries, bytes, by stage kind
     python -m zitflow.cache gc --max-size 20GB    # drop least recently used entries
     python -m zitflow.cache verify                # check every entry, remove damaged ones
+    python -m zitflow.cache verify --remove-unreadable   # ... and entries that cannot be read
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from collections import Counter
 
 from ..config import CacheConfig
-from .store import CacheStore, CorruptEntry
+from .store import CacheStore, CorruptEntry, EntryUnreadable
 
 UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -43,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="entries and size")
     gc = sub.add_parser("gc", help="delete least recently used entries down to a size")
     gc.add_argument("--max-size", type=parse_size, required=True, help="e.g. 20GB, 500MiB, 0")
-    sub.add_parser("verify", help="check every entry's checksums; remove damaged ones")
+    verify = sub.add_parser("verify", help="check every entry's checksums; remove damaged ones")
+    verify.add_argument("--remove-unreadable", action="store_true",
+                        help="also remove entries that cannot be read (permissions, I/O errors); "
+                             "by default they are reported and kept")
     args = ap.parse_args(argv)
 
     store = CacheStore(args.dir or CacheConfig().resolved_dir())
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         left = sum(e.size for e in store.entries())
         print(f"removed {len(removed)} entries ({human(sum(e.size for e in removed))}); {human(left)} left")
     elif args.cmd == "verify":
-        bad = 0
+        bad = unreadable = 0
         for e in list(store.entries()):
             try:
                 store.load(e.key)
@@ -70,7 +74,16 @@ def main(argv: list[str] | None = None) -> int:
                 bad += 1
                 print(f"removing {err}", file=sys.stderr)
                 store.remove(e.key)
-        print(f"verified store {store.root}: {bad} damaged entries removed")
+            except EntryUnreadable as err:
+                unreadable += 1
+                if args.remove_unreadable:
+                    print(f"removing unreadable entry {e.key[:12]}: {err.why}", file=sys.stderr)
+                    store.remove(e.key)
+                else:
+                    print(str(err), file=sys.stderr)
+        kept = "removed" if args.remove_unreadable else "kept"
+        print(f"verified store {store.root}: {bad} damaged entries removed, {unreadable} unreadable entries {kept}")
+        return 1 if unreadable and not args.remove_unreadable else 0
     return 0
 
 

@@ -9,11 +9,15 @@ Layout under ``root``::
 An entry is written into ``tmp/`` and renamed into ``objects/`` in one step, so a reader sees a
 whole entry or none. ``record.json`` holds the SHA-256 of every file; :meth:`load` checks them
 and raises :class:`CorruptEntry` for a damaged, partial or foreign entry, which the executor
-reports, removes and rebuilds.
+reports, removes and rebuilds. An entry that exists but cannot be read (permissions, an I/O
+error) raises :class:`EntryUnreadable` instead: it is never served and never deleted, since its
+content may be good. A write that finds the disk full raises :class:`StoreFull` and leaves
+nothing behind.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -36,6 +40,31 @@ class CorruptEntry(Exception):
         self.key = key
         self.why = why
         super().__init__(f"cache entry {key[:12]} is damaged: {why}")
+
+
+class EntryUnreadable(Exception):
+    """A cache entry that exists but cannot be read (permissions, I/O error); it is kept."""
+
+    def __init__(self, key: str, why: str):
+        self.key = key
+        self.why = why
+        super().__init__(f"cache entry {key[:12]} cannot be read: {why}; it is kept as it is (fix the "
+                         f"store's permissions, or remove it with `python -m zitflow.cache verify --remove-unreadable`)")
+
+
+class StoreFull(OSError):
+    """The store's disk is full (or over quota) while writing an entry; nothing was stored."""
+
+
+#: errno values that mean "no room": the write is refused as :class:`StoreFull`.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _read_error(key: str, what: str, e: OSError) -> Exception:
+    """A missing file is damage (:class:`CorruptEntry`); any other OS error is :class:`EntryUnreadable`."""
+    if isinstance(e, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+        return CorruptEntry(key, f"{what} is missing ({e.strerror or e})")
+    return EntryUnreadable(key, f"{what}: {type(e).__name__}: {e.strerror or e}")
 
 
 def sha256_file(path: Path) -> str:
@@ -78,24 +107,31 @@ class CacheStore:
         return (self.entry_dir(key) / RECORD).is_file()
 
     def record(self, key: str) -> dict[str, Any]:
-        """The entry's record; :class:`CorruptEntry` if missing or unreadable."""
+        """The entry's record; :class:`CorruptEntry` if missing or garbled, :class:`EntryUnreadable`
+        if the file system refuses to read it."""
         path = self.entry_dir(key) / RECORD
         try:
             rec = json.loads(path.read_text())
         except FileNotFoundError:
             raise CorruptEntry(key, "record.json is missing") from None
-        except (OSError, ValueError) as e:
-            raise CorruptEntry(key, f"record.json is unreadable ({e})") from None
+        except OSError as e:
+            raise _read_error(key, "record.json", e) from None
+        except ValueError as e:
+            raise CorruptEntry(key, f"record.json is not valid JSON ({e})") from None
         if not isinstance(rec, dict) or rec.get("key") != key or not isinstance(rec.get("files"), dict):
             raise CorruptEntry(key, "record.json does not describe this entry")
         return rec
 
     # -- read ----------------------------------------------------------------------------
     def load(self, key: str) -> Artifact:
-        """Read and verify an entry; :class:`CorruptEntry` when anything does not check out."""
+        """Read and verify an entry: :class:`CorruptEntry` when anything does not check out,
+        :class:`EntryUnreadable` when the file system will not let it be read."""
         rec = self.record(key)
         folder = self.entry_dir(key)
-        present = {p.name for p in folder.iterdir()} - {RECORD}
+        try:
+            present = {p.name for p in folder.iterdir()} - {RECORD}
+        except OSError as e:
+            raise _read_error(key, "the entry folder", e) from None
         expected = set(rec["files"])
         if present != expected:
             raise CorruptEntry(key, f"files {sorted(present)} differ from the record's {sorted(expected)}")
@@ -103,7 +139,7 @@ class CacheStore:
             try:
                 actual = sha256_file(folder / name)
             except OSError as e:
-                raise CorruptEntry(key, f"{name} is unreadable ({e})") from None
+                raise _read_error(key, name, e) from None
             if actual != digest:
                 raise CorruptEntry(key, f"{name} checksum mismatch")
         cls = ARTIFACT_TYPES.get(rec.get("artifact", ""))
@@ -111,6 +147,8 @@ class CacheStore:
             raise CorruptEntry(key, f"unknown artifact type {rec.get('artifact')!r}")
         try:
             art = cls.load(folder)
+        except OSError as e:
+            raise _read_error(key, cls.type_name, e) from None
         except Exception as e:  # a verified file that still fails to parse is damage too
             raise CorruptEntry(key, f"{cls.type_name} failed to load ({type(e).__name__}: {e})") from None
         try:
@@ -123,10 +161,13 @@ class CacheStore:
     def save(self, key: str, artifact: Artifact, record: dict[str, Any]) -> Path:
         """Write ``artifact`` under ``key`` atomically with ``record`` (plus files and checksums).
 
-        If another writer finished the same key first, its entry is kept and ours discarded.
+        If another writer finished the same key first, its entry is kept and ours discarded; a
+        damaged leftover under the key (a folder without a record) is moved aside and replaced.
+        A full disk raises :class:`StoreFull` naming the store and what to do; nothing stays.
         """
-        tmp = self._tmp_dir()
+        tmp: Path | None = None
         try:
+            tmp = self._tmp_dir()
             names = artifact.save(tmp)
             rec = dict(record)
             rec.update(key=key, artifact=artifact.type_name, created=time.time(),
@@ -141,12 +182,22 @@ class CacheStore:
             try:
                 os.rename(tmp, final)
             except OSError:
-                if not self.contains(key):
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)  # a concurrent writer won; same content
+                if self.contains(key):
+                    shutil.rmtree(tmp, ignore_errors=True)  # a concurrent writer won; same content
+                    return final
+                # a folder without a record is never a finished entry (the record moves in with
+                # the files): damage such as a lost record.json; move it aside and take its place
+                self.remove(key)
+                os.rename(tmp, final)
             return final
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException as e:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError) and e.errno in NO_SPACE:
+                raise StoreFull(e.errno, f"cache store {self.root} is full ({os.strerror(e.errno)}) while "
+                                         f"writing entry {key[:12]}; nothing was stored. Free space "
+                                         f"(python -m zitflow.cache gc --max-size SIZE) or set cache.dir "
+                                         f"to a larger disk") from e
             raise
 
     def remove(self, key: str) -> None:
@@ -169,16 +220,25 @@ class CacheStore:
             return
         for shard in sorted(objects.iterdir()):
             for folder in sorted(shard.iterdir()) if shard.is_dir() else []:
-                files = [p for p in folder.iterdir() if p.is_file()]
-                size = sum(p.stat().st_size for p in files)
+                if not folder.is_dir():  # a foreign file dropped into the store: not an entry
+                    continue
+                try:
+                    files = [p for p in folder.iterdir() if p.is_file()]
+                    size = sum(p.stat().st_size for p in files)
+                    last = folder.stat().st_mtime
+                except OSError:
+                    yield EntryInfo(folder.name, folder, 0, 0.0, "unreadable")
+                    continue
                 rec_path = folder / RECORD
                 kind = "?"
-                last = folder.stat().st_mtime
                 if rec_path.exists():
                     last = rec_path.stat().st_mtime
                     try:
-                        kind = json.loads(rec_path.read_text()).get("kind", "?")
-                    except (OSError, ValueError):
+                        rec = json.loads(rec_path.read_text())
+                        kind = rec.get("kind", "?") if isinstance(rec, dict) else "damaged"
+                    except OSError:
+                        kind = "unreadable"
+                    except ValueError:
                         kind = "damaged"
                 yield EntryInfo(folder.name, folder, size, last, kind)
 
