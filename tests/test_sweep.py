@@ -192,3 +192,19 @@ def test_three_swept_keys_make_rows_of_combinations(tmp_path):
     assert keys == ["seed", "a", "b"]
     sheet = contact_sheet(recs, keys, thumb=64)
     assert sheet.height == 28 + 4 * 64 and sheet.width > 3 * 64  # rows: (seed, a) pairs; columns: b
+
+
+def test_parallel_joblib_jobs_generate_each_latent_once(tmp_path):
+    """Three worker processes on one cache dir: 2 seeds x 3 amounts still cost 2 generations;
+    the waiting workers read the entries the first one wrote ('shared' or 'hit')."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="hydra-joblib-launcher is in the dev extra")
+    (tmp_path / "pack" / "recipe").mkdir(parents=True)
+    (tmp_path / "pack" / "recipe" / "tsweep.yaml").write_text(SWEEP_RECIPE)
+    zitflow("-m", "recipe=tsweep", "model=tiny", "runtime=cpu", "prompt=a kite", "seed=1,2",
+            "stages.sharpen.amount=0.4,0.8,1.2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3",
+            f"hydra.sweep.dir={tmp_path}/out", cache=tmp_path / "cache",
+            env={"ZITFLOW_RECIPE_PATH": str(tmp_path / "pack"), "ZITFLOW_MODELS_DIR": str(tmp_path / "models")})
+    ms = manifests(tmp_path / "out")
+    assert len(ms) == 6
+    assert runs_of("encode", ms) == 1 and runs_of("denoise", ms) == 2 and runs_of("decode", ms) == 2
+    assert runs_of("sharpen", ms) == 6
