@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 HOST = socket.gethostname()
+log = logging.getLogger("zitflow")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -42,6 +44,7 @@ class KeyLock:
         self.heartbeat = heartbeat
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._judged: str | None = None  # the lock file's text when is_stale() last read it
 
     def try_acquire(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,8 +52,13 @@ class KeyLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            json.dump({"host": HOST, "pid": os.getpid(), "started": time.time()}, f)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": HOST, "pid": os.getpid(), "started": time.time(), "id": uuid.uuid4().hex}, f)
+        except BaseException:  # e.g. a full disk: leave no empty lock for others to wait on
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            raise
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, daemon=True)
         self._thread.start()
@@ -73,7 +81,9 @@ class KeyLock:
     def is_stale(self) -> bool:
         """True when the current holder is dead (same host) or silent for ``stale_after`` s."""
         try:
-            info = json.loads(self.path.read_text() or "{}")
+            text = self.path.read_text()
+            self._judged = text
+            info = json.loads(text or "{}")
             age = time.time() - self.path.stat().st_mtime
         except FileNotFoundError:
             return False
@@ -88,10 +98,25 @@ class KeyLock:
         return age > self.stale_after
 
     def break_stale(self) -> None:
-        """Remove a stale lock (renamed aside first, so two breakers cannot both succeed)."""
+        """Remove the stale lock that :meth:`is_stale` judged (renamed aside first, so two breakers
+        cannot both succeed).
+
+        Two waiters may judge the same dead lock stale; if the first breaks it and a new owner
+        takes the key before the second renames, the second has moved a live lock aside: it
+        sees that the content is not what it judged and puts the lock back.
+        """
         aside = self.path.with_name(f"{self.path.name}.broken-{uuid.uuid4().hex}")
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            if self._judged is not None and aside.read_text() != self._judged:
+                with contextlib.suppress(FileExistsError):
+                    os.link(aside, self.path)  # restore the live owner's lock, unless replaced
+        except OSError:
+            pass
+        with contextlib.suppress(FileNotFoundError):
             aside.unlink()
 
 
@@ -108,7 +133,13 @@ def claim(root: Path, key: str, done: Callable[[], bool], poll: float = 0.1,
         if done():
             yield False
             return
-        if lock.try_acquire():
+        try:
+            acquired = lock.try_acquire()
+        except OSError as e:  # a full or read-only store: compute unlocked rather than fail
+            log.warning("cannot lock %s in %s (%s); computing it without a lock", key[:12], root, e)
+            yield True
+            return
+        if acquired:
             break
         if lock.is_stale():
             lock.break_stale()
