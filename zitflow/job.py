@@ -158,6 +158,9 @@ def run_job(job: Job, out_dir: Path, reporter: StageReporter | None = None) -> M
     record = manifest.as_dict() | {
         "cache_dir": str(job.store.root), "outputs": written, "config_hash": job.ctx.job["config_hash"],
         "model": job.ctx.job["model"]}
+    pool = job.ctx.models
+    record["process"] = {"pid": os.getpid(),  # a worker's pool serves many jobs: loads are per process
+                         "model_loads": dict(getattr(pool, "loads", {}) or {})}
     if job.config.get("objective"):
         record["objective"] = {"name": job.config["objective"], "value": objective_value(job, manifest)}
     (out_dir / "manifest.json").write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str))
