@@ -64,7 +64,8 @@ class RuntimeConfig:
 class CacheConfig:
     """Where stage outputs are kept; ``dir`` defaults to the user cache dir (``zitflow/store``)."""
 
-    dir: Optional[str] = param(None, help="a folder; default: platformdirs user cache dir")
+    dir: Optional[str] = param(None, help="a folder or an fsspec URL (s3://bucket/path, gcs://...); "
+                                          "default: $ZITFLOW_CACHE_DIR or the user cache dir")
 
     def resolved_dir(self) -> str:
         if self.dir:

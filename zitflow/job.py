@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
+from .cache.remote import open_store
 from .cache.store import CacheStore
 from .config import CacheConfig, ModelConfig, RuntimeConfig, load_section
 from .executor import Executor, Manifest, format_plan
@@ -109,7 +110,7 @@ def make_job(cfg: DictConfig, recipe: str, cli_overrides: Iterable[str] = ()) ->
         | {"model": OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") else None},
     }
     ctx = RunContext(runtime=runtime, models=_model_pool(), model_config=model, job=job_meta)
-    return Job(recipe, graph, CacheStore(cache.resolved_dir()), ctx, model, runtime, config)
+    return Job(recipe, graph, open_store(cache.resolved_dir()), ctx, model, runtime, config)
 
 
 def _model_pool():
@@ -151,12 +152,13 @@ def run_job(job: Job, out_dir: Path, reporter: StageReporter | None = None) -> M
     """Plan, show the plan, run, then write outputs, ``manifest.json`` and ``config.json``."""
     reporter = reporter or StageReporter(job.runtime.progress)
     executor = Executor(job.graph, job.store, job.ctx, on_event=reporter.event)
-    reporter.plan(format_plan(job.graph, executor.planned), job.store.root)
+    where = getattr(job.store, "url", None) or str(job.store.root)  # an fsspec store's URL
+    reporter.plan(format_plan(job.graph, executor.planned), where)
     manifest = executor.execute()
     out_dir.mkdir(parents=True, exist_ok=True)
     written = write_outputs(manifest, out_dir)
     record = manifest.as_dict() | {
-        "cache_dir": str(job.store.root), "outputs": written, "config_hash": job.ctx.job["config_hash"],
+        "cache_dir": where, "outputs": written, "config_hash": job.ctx.job["config_hash"],
         "model": job.ctx.job["model"]}
     pool = job.ctx.models
     record["process"] = {"pid": os.getpid(),  # a worker's pool serves many jobs: loads are per process

@@ -19,7 +19,7 @@ Config (``hydra.launcher.*``):
   default when the cluster has GPUs).
 * ``init``: extra ``ray.init`` keyword arguments.
 
-``ZITFLOW_*`` and ``HF_*`` environment variables of the launching process are passed to the
+``ZITFLOW_*``, ``HF_*``, ``AWS_*`` and ``FSSPEC_*`` environment variables of the launching process are passed to the
 workers, so ``ZITFLOW_CACHE_DIR`` or ``ZITFLOW_RECIPE_PATH`` mean the same there.
 """
 
@@ -39,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 log = logging.getLogger(__name__)
 
 #: Environment variables a worker inherits from the launching process (by prefix).
-FORWARDED_ENV = ("ZITFLOW_", "HF_", "MODELSCOPE_", "HYDRA_FULL_ERROR")
+FORWARDED_ENV = ("ZITFLOW_", "HF_", "MODELSCOPE_", "HYDRA_FULL_ERROR", "AWS_", "FSSPEC_", "GOOGLE_")
 
 
 @dataclass

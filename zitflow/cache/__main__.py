@@ -15,6 +15,7 @@ from collections import Counter
 
 from ..config import CacheConfig
 from .store import CacheStore, CorruptEntry, EntryUnreadable
+from .remote import open_store
 
 UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                              "by default they are reported and kept")
     args = ap.parse_args(argv)
 
-    store = CacheStore(args.dir or CacheConfig().resolved_dir())
+    store = open_store(args.dir or CacheConfig().resolved_dir())
     if args.cmd == "info":
         entries = list(store.entries())
         by_kind = Counter()
