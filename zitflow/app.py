@@ -32,6 +32,7 @@ def job(cfg: DictConfig) -> float | None:
     except ValueError as e:  # a bad recipe or setting: one message naming it, no traceback
         print(f"zitflow: {e}", file=sys.stderr)
         sys.exit(2)
+    from .cache.store import StoreFull
     from .models.pool import ModelLoadError
     from .models.sources import ModelNotFound
 
@@ -43,7 +44,8 @@ def job(cfg: DictConfig) -> float | None:
             return None
         manifest = run_job(j, Path(hc.runtime.output_dir))
         return objective_value(j, manifest)  # what a sweeper (Optuna) optimises; None without one
-    except (ValueError, ModelNotFound, ModelLoadError) as e:  # bad input or no weights: say so
+    # bad input, no weights, out of GPU memory under every plan tried, a full disk: say so
+    except (ValueError, ModelNotFound, ModelLoadError, MemoryError, StoreFull) as e:
         print(f"zitflow: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -212,6 +212,28 @@ def fits(width: int, height: int, vram_gb: float, sizes: ModelSizes = ZIMAGE_TUR
     return plan.name if plan else None
 
 
+def smaller_sizes(width: int, height: int, budget_bytes: int, sizes: ModelSizes = ZIMAGE_TURBO, *,
+                  plan: Plan, cfg: bool = False, card_total: bool = True, below: int | None = None,
+                  limit: int = 3) -> list[tuple[int, int]]:
+    """Up to ``limit`` sizes of ``width`` x ``height``'s aspect ratio, largest first (multiples of 64,
+    at least 256 px a side), whose estimated peak under ``plan`` fits ``budget_bytes`` and, when
+    ``below`` is given, is under ``below`` bytes (the estimate of an attempt that ran out of memory).
+
+    For the message of a stage that ran out of memory under every plan it could try.
+    """
+    room = usable_bytes(budget_bytes, card_total)
+    if below is not None:
+        room = min(room, below - 1)
+    out: list[tuple[int, int]] = []
+    for scale in (0.875, 0.75, 0.625, 0.5, 0.375, 0.25):
+        w, h = max(256, round(width * scale / 64) * 64), max(256, round(height * scale / 64) * 64)
+        if (w, h) not in out and w * h < width * height and peak_bytes(plan, w, h, sizes, cfg) <= room:
+            out.append((w, h))
+        if len(out) == limit:
+            break
+    return out
+
+
 def step_down(plan: Plan, component: str, vae_tiling: str = "auto") -> Plan | None:
     """The next smaller plan after an out-of-memory error in ``component``'s stage, or None.
 
@@ -238,4 +260,4 @@ def gib(n: int | float | None) -> float | None:
 
 __all__ = ["GiB", "PLANS", "Plan", "ModelSizes", "ZIMAGE_TURBO", "zimage_turbo_sizes", "sizes_from_params", "image_tokens",
            "dit_activation_bytes", "vae_activation_bytes", "peak_bytes", "usable_bytes", "candidates", "choose",
-           "fits", "step_down", "rank", "gib"]
+           "fits", "smaller_sizes", "step_down", "rank", "gib"]

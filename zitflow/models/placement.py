@@ -24,7 +24,9 @@ seed sweep keeps the DiT where it is.
 
 :func:`run_planned` wraps a stage's work: it picks the plan, arranges the modules, runs, and on
 ``torch.OutOfMemoryError`` steps one plan down (:func:`zitflow.models.memory.step_down`) and
-retries once, recording both plans in ``ctx.notes`` (the manifest).
+retries once, recording both plans in ``ctx.notes`` (the manifest). When the retry runs out of
+memory too, or no smaller plan exists, it raises :class:`StageOutOfMemory` (a ``MemoryError``)
+naming the stage, the size, the plans tried, the budget, and smaller sizes that would fit.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import gc
 import logging
 from typing import Any, Callable
 
-from .memory import Plan, gib, rank, step_down
+from .memory import ZIMAGE_TURBO, Plan, gib, peak_bytes, rank, smaller_sizes, step_down
 
 log = logging.getLogger("zitflow")
 
@@ -128,6 +130,39 @@ def free_gpu() -> None:
         pass
 
 
+class StageOutOfMemory(MemoryError):
+    """A stage ran out of GPU memory under every plan it could try; the message says what fits."""
+
+
+def _out_of_memory(ctx, pool, config, runtime, component: str, tried: list[Plan], facts: dict[str, int],
+                   width: int | None, height: int | None, cfg: bool, error: BaseException) -> StageOutOfMemory:
+    """The final error: stage, size, plans tried, budget, and the sizes that would fit."""
+    sizes_fn = getattr(pool, "sizes", None)
+    try:
+        sizes = sizes_fn(config, runtime) if sizes_fn else ZIMAGE_TURBO
+    except Exception:  # noqa: BLE001 - the message must not fail
+        sizes = ZIMAGE_TURBO
+    last = tried[-1]
+    budget = facts.get("memory_budget_gb")
+    at = f" at {width}x{height}" if width and height else ""
+    text = (f"stage '{ctx.stage_name}' ({component}) ran out of GPU memory{at} under "
+            + " and then ".join(f"'{p}'" for p in tried)
+            + (f" (budget {gib(budget)} GiB)" if budget else "") + f": {str(error).splitlines()[0][:200]}")
+    fit = []
+    if width and height and budget:
+        below = peak_bytes(last, width, height, sizes, cfg)
+        fit = smaller_sizes(width, height, budget, sizes, plan=last, cfg=cfg, card_total=bool(runtime.vram_gb),
+                            below=below)
+    if fit:
+        text += (f". Sizes that would fit under '{last}': " + ", ".join(f"{w}x{h}" for w, h in fit)
+                 + " (set the recipe's resolution stage, e.g. stages.size.width / stages.size.height)")
+    lower = step_down(last, component, runtime.vae_tiling)
+    if lower is not None:
+        text += f"; or force a smaller plan: runtime.offload={lower.name}"
+    text += "; or free the GPU, or use runtime.device=cpu"
+    return StageOutOfMemory(text)
+
+
 def _is_oom(e: BaseException) -> bool:
     import torch
 
@@ -158,9 +193,8 @@ def run_planned(ctx, pool, component: str, work: Callable[[Plan, str], Any], *, 
         failed = e  # leave the except block first, so the failed attempt's tensors can be freed
     lower = step_down(plan, component, runtime.vae_tiling)
     if lower is None:
-        raise MemoryError(
-            f"stage '{ctx.stage_name}' ({component}) ran out of GPU memory under the smallest plan "
-            f"'{plan}' ({failed}); use a smaller size, runtime.device=cpu, or free the GPU") from failed
+        raise _out_of_memory(ctx, pool, config, runtime, component, [plan], facts, width, height, cfg,
+                             failed) from failed
     log.warning("stage '%s': out of GPU memory under plan '%s'; retrying once under '%s'",
                 ctx.stage_name, plan, lower)
     ctx.notes["oom_fallback"] = f"{plan} -> {lower}"
@@ -170,5 +204,13 @@ def run_planned(ctx, pool, component: str, work: Callable[[Plan, str], Any], *, 
         pool.lower_floor(config, runtime, lower)
     pool.evict_all()
     free_gpu()
-    pool.prepare(config, runtime, component, lower)
-    return work(lower, device)
+    try:
+        pool.prepare(config, runtime, component, lower)
+        return work(lower, device)
+    except Exception as e:  # noqa: BLE001
+        if not _is_oom(e):
+            raise
+        failed = e
+    free_gpu()
+    raise _out_of_memory(ctx, pool, config, runtime, component, [plan, lower], facts, width, height, cfg,
+                         failed) from failed
