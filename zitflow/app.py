@@ -9,6 +9,7 @@ completion are Hydra's own.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -21,12 +22,28 @@ from .job import make_job, objective_value, run_job
 log = logging.getLogger("zitflow")
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+ALLOW_ENV = "ZITFLOW_ALLOW_MODULES"
+#: The user's own allow-list variable, read before Hydra applies a config's ``hydra.job.env_set``.
+USER_ALLOW_ENV = os.environ.get(ALLOW_ENV)
+
+
+def _refuse_env_set_allow_list(hc) -> None:
+    """Undo a ``hydra.job.env_set.ZITFLOW_ALLOW_MODULES`` that a config file (a shared recipe)
+    set: it would allow-list modules behind the user's back. The user's own command line may."""
+    if ALLOW_ENV not in (hc.job.env_set or {}):
+        return
+    if any(o.lstrip("+~").split("=")[0] == f"hydra.job.env_set.{ALLOW_ENV}" for o in hc.overrides.hydra):
+        return
+    log.warning("ignoring hydra.job.env_set.%s set by the recipe: allow modules on the command line "
+                "or in your own environment", ALLOW_ENV)
+    os.environ[ALLOW_ENV] = USER_ALLOW_ENV or ""  # Hydra deletes or restores it after the job
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def job(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     recipe = hc.runtime.choices.get("recipe") or "?"
+    _refuse_env_set_allow_list(hc)
     try:
         j = make_job(cfg, recipe, list(hc.overrides.task))
     except ValueError as e:  # a bad recipe or setting: one message naming it, no traceback
