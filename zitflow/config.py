@@ -47,7 +47,9 @@ class RuntimeConfig:
     vae_tiling: str = param("auto", choices=("auto", "on", "off"))
     progress: str = param("auto", choices=("auto", "bar", "lines", "off"),
                           help="bars in a terminal, one line per stage otherwise")
-    compile: bool = param(False, help="torch.compile the repeated DiT blocks")
+    compile: bool = param(False, help="torch.compile the repeated DiT blocks (regional; CUDA plans that keep the DiT)")
+    compile_dynamic: Optional[bool] = param(None, help="torch.compile dynamic=; null: static, dynamic from the 2nd size")
+    compile_cache_dir: Optional[str] = param(None, help="persistent compile cache; default <user cache>/zitflow/compile")
 
     def resolved_device(self) -> str:
         if self.device != "auto":

@@ -155,9 +155,15 @@ class Denoise(Stage):
 
         def work(plan, device):
             dit = pool.transformer(config, runtime)
-            if runtime.compile and plan.name in ("resident", "staged", "model") and not getattr(dit, "_zitflow_compiled", False):
-                dit.compile_repeated_blocks()
-                dit._zitflow_compiled = True
+            compiled = runtime.compile and plan.name in ("resident", "staged", "model")
+            if compiled:
+                from torch._dynamo.utils import counters
+
+                from ..models import compile as zcompile
+
+                fingerprint = pool.resolve(config).fingerprint
+                zcompile.compile_dit(dit, runtime, fingerprint, device)
+                graphs_before = counters["stats"]["unique_graphs"]
             overrides = {"shift": params.shift} if params.shift is not None else {}
             pipe = ZImagePipeline(scheduler=pool.scheduler(config, runtime, **overrides), vae=None, text_encoder=None,
                                   tokenizer=None, transformer=dit)
@@ -172,6 +178,8 @@ class Denoise(Stage):
                        guidance_scale=params.guidance_scale, cfg_normalization=params.cfg_normalization,
                        cfg_truncation=params.cfg_truncation, latents=latents, output_type="latent",
                        return_dict=False)[0]
+            if compiled and counters["stats"]["unique_graphs"] > graphs_before:
+                zcompile.save(runtime, fingerprint, device)  # new sizes compiled: keep them for the next process
             return out[0].detach().to("cpu", torch.float32)
 
         latents = run_planned(ctx, pool, "transformer", work, width=width, height=height, cfg=guided)

@@ -1,0 +1,107 @@
+"""Start-up cost of ``runtime.compile``: cold, warm process and warm cache, in fresh processes.
+
+Each phase is a new Python process that builds the full-size random-weight Z-Image-Turbo
+architecture on the GPU (``generate_bench.build_random_zimage``) and runs zitflow's
+``encode -> denoise`` with ``runtime.compile=true`` and one ``runtime.compile_cache_dir``:
+
+* ``cold``: the cache folder is emptied first. Denoise at the first size (compiles), again at
+  that size (a warm process), then at a second size (a new size in a warm process).
+* ``warm-cache``: a new process, same folder. Denoise at the first size (torch's mega-cache
+  and inductor's caches loaded: no Triton compile), then at the second size.
+* ``eager``: the same sizes without compilation, for the ratio.
+
+Seconds are the denoise stage's own (the executor's per-stage time), 9 steps. Prints a table
+and writes JSON (``--out``). CUDA only.
+
+Usage::
+
+    python bench/compile_bench.py --out compile_bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def child(mode: str, cache: str, sizes: list[tuple[int, int]]) -> None:
+    """One phase in this process; prints one JSON line."""
+    sys.path.insert(0, str(HERE.parent))
+    sys.path.insert(0, str(HERE))
+    import torch
+
+    from generate_bench import build_random_zimage
+    from speed_bench import graph_for
+
+    from zitflow.cache.store import CacheStore
+    from zitflow.config import RuntimeConfig
+    from zitflow.executor import Executor
+    from zitflow.models.pool import ModelPool
+    from zitflow.stage import RunContext
+
+    t_start = time.perf_counter()
+    pool = ModelPool()
+    config = build_random_zimage(pool, "cuda")
+    rt = RuntimeConfig(device="cuda", offload="resident", progress="off", compile=mode != "eager",
+                       compile_cache_dir=cache)
+    rows = []
+    runs = [sizes[0], sizes[0], sizes[1]] if mode == "cold" else [sizes[0], sizes[1]]
+    for i, (w, h) in enumerate(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            ctx = RunContext(runtime=rt, models=pool, model_config=config)
+            torch.cuda.synchronize()
+            m = Executor(graph_for(w, h, 100 + i, decode=False), CacheStore(tmp), ctx).execute()
+            torch.cuda.synchronize()
+        rows.append({"size": f"{w}x{h}", "denoise_s": round(next(r.seconds for r in m.stages if r.name == "denoise"), 3)})
+    print("RESULT " + json.dumps({"mode": mode, "runs": rows, "process_s": round(time.perf_counter() - t_start, 1)}),
+          flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1024x1024,1920x1088")
+    ap.add_argument("--cache", default=None, help="compile cache folder (default: a temp folder)")
+    ap.add_argument("--out", default="compile_bench.json")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    if args.child:
+        child(args.child, args.cache, sizes)
+        return 0
+    cache = args.cache or tempfile.mkdtemp(prefix="zitflow-compile-")
+    shutil.rmtree(cache, ignore_errors=True)
+    results = []
+    for mode in ("eager", "cold", "warm-cache"):
+        env = dict(os.environ)
+        env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        t0 = time.perf_counter()
+        p = subprocess.run([sys.executable, __file__, "--child", mode, "--cache", cache, "--sizes", args.sizes],
+                           capture_output=True, text=True, env=env)
+        line = next((ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            print(f"{mode}: failed (exit {p.returncode})\n{p.stderr[-3000:]}", flush=True)
+            results.append({"mode": mode, "error": p.stderr[-2000:]})
+            continue
+        r = json.loads(line[len("RESULT "):])
+        r["wall_s"] = round(time.perf_counter() - t0, 1)
+        results.append(r)
+        print(f"{mode:>10}: " + ", ".join(f"{x['size']} {x['denoise_s']:.2f} s" for x in r["runs"])
+              + f"  (process {r['process_s']} s, wall {r['wall_s']} s)", flush=True)
+    size_mb = sum(f.stat().st_size for f in Path(cache).rglob("*") if f.is_file()) / 1e6
+    Path(args.out).write_text(json.dumps({"sizes": args.sizes, "cache_mb": round(size_mb, 1), "phases": results},
+                                         indent=2))
+    print(f"cache folder: {size_mb:.0f} MB; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

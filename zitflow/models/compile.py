@@ -1,0 +1,118 @@
+"""``runtime.compile``: regional compilation of the DiT with a persistent compile cache.
+
+Regional compilation (diffusers' ``compile_repeated_blocks``) compiles the one repeated
+transformer block once and reuses it for every layer, so a cold compile takes seconds to tens of
+seconds rather than minutes. ``runtime.compile_dynamic`` passes ``dynamic=`` to
+``torch.compile``: ``null`` (torch's default) compiles the first size statically and marks the
+shapes dynamic when a second size arrives, so later sizes reuse that graph.
+
+The compiled code outlives the process in ``runtime.compile_cache_dir`` (default
+``<user cache>/zitflow/compile``):
+
+* inductor's own caches (FX graphs, Triton kernels, autotuning) under ``inductor/``, through
+  ``TORCHINDUCTOR_CACHE_DIR``, unless the user set that to a folder of their own;
+* torch's portable "mega-cache" (``torch.compiler.save_cache_artifacts``), saved after a
+  denoise that compiled something new and loaded before the first compile of a process, named
+  by torch version, GPU and model fingerprint.
+
+Nothing here changes a result's cache key: compiled output equals eager within bf16 tolerance
+(measured in docs/generation.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("zitflow")
+
+_loaded: set[Path] = set()
+
+
+def cache_dir(runtime: Any) -> Path:
+    """The compile cache folder of ``runtime`` (created)."""
+    folder = getattr(runtime, "compile_cache_dir", None)
+    if not folder:
+        from platformdirs import user_cache_dir
+
+        folder = os.path.join(user_cache_dir("zitflow"), "compile")
+    path = Path(os.path.expanduser(str(folder)))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def artifact_path(runtime: Any, fingerprint: str, device: str) -> Path:
+    """Where the mega-cache of this torch, GPU and model lives."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(device) if str(device).startswith("cuda") else "cpu"
+    tag = hashlib.sha256(f"{torch.__version__}|{gpu}|{fingerprint}".encode()).hexdigest()[:16]
+    return cache_dir(runtime) / f"megacache-{tag}.bin"
+
+
+def _torch_default_dir() -> str | None:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        return default_cache_dir()
+    except Exception:  # pragma: no cover - private API moved
+        return None
+
+
+def prepare(runtime: Any, fingerprint: str, device: str) -> Path:
+    """Point inductor at the cache folder and load this model's mega-cache once per process."""
+    import torch
+
+    root = cache_dir(runtime)
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or current == _torch_default_dir():  # inductor fills in its /tmp default itself
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(root / "inductor")
+    path = artifact_path(runtime, fingerprint, device)
+    if path not in _loaded and path.is_file():
+        try:
+            info = torch.compiler.load_cache_artifacts(path.read_bytes())
+        except Exception as e:  # a cache from another build is a miss, never an error
+            info, why = None, f"{type(e).__name__}: {e}"
+        else:
+            why = "torch could not read it"
+        if info is None:
+            log.warning("compile cache %s not loaded (%s); compiling afresh", path, why)
+        else:
+            log.info("compile cache: loaded %s", path.name)
+    _loaded.add(path)
+    return path
+
+
+def compile_dit(dit: Any, runtime: Any, fingerprint: str, device: str) -> bool:
+    """Compile ``dit``'s repeated blocks once (idempotent); True when it compiled now."""
+    if getattr(dit, "_zitflow_compiled", False):
+        return False
+    prepare(runtime, fingerprint, device)
+    kwargs = {}
+    dynamic = getattr(runtime, "compile_dynamic", None)
+    if dynamic is not None:
+        kwargs["dynamic"] = bool(dynamic)
+    dit.compile_repeated_blocks(**kwargs)
+    dit._zitflow_compiled = True
+    return True
+
+
+def save(runtime: Any, fingerprint: str, device: str) -> None:
+    """Write the process's compiled artifacts (all sizes so far) to the mega-cache file."""
+    import torch
+
+    try:
+        saved = torch.compiler.save_cache_artifacts()
+    except Exception as e:  # pragma: no cover - depends on the torch build
+        log.warning("compile cache not saved: %s", e)
+        return
+    if not saved:
+        return
+    data, _info = saved
+    path = artifact_path(runtime, fingerprint, device)
+    tmp = path.with_name(path.name + f".{os.getpid()}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
