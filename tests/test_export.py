@@ -261,3 +261,28 @@ def test_run_only_overrides_stay_out_of_the_job_facts():
     given = ["seed=3", "runtime.progress=plain", "cache.dir=/x", "+hydra.job.chdir=true", "model=tiny",
              "stages.sharpen.amount=0.5", "explain=true", "recipe=poster"]
     assert semantic_overrides(given) == ["seed=3", "model=tiny", "stages.sharpen.amount=0.5", "recipe=poster"]
+
+
+def test_dpi_is_written_for_png_and_jpeg_and_refused_for_webp(tmp_path):
+    from zitflow.stages.export import ExportParams, encode
+
+    pil = PILImage.fromarray(data.chelsea()[:64, :64])
+    for fmt in ("png", "jpeg"):
+        with PILImage.open(io.BytesIO(encode(pil, ExportParams(format=fmt, dpi=300), None))) as img:
+            assert [round(v) for v in img.info["dpi"]] == [300, 300], fmt
+    with PILImage.open(io.BytesIO(encode(pil, ExportParams(format="png"), None))) as img:
+        assert "dpi" not in img.info
+    with pytest.raises(RecipeError, match=r"field 'dpi'.*webp"):
+        build_graph("r", {"src": {"kind": "t_source"}, "export": {"kind": "export", "input": "src",
+                                                                   "format": "webp", "dpi": 300}})
+
+
+def test_jpeg_optimize_survives_a_noise_like_image():
+    """Pillow's optimize buffer (~1 byte/pixel) is too small for noise at quality 90, 4:4:4."""
+    from zitflow.stages.export import ExportParams, encode
+
+    rng = np.random.default_rng(0)
+    pil = PILImage.fromarray(rng.integers(0, 256, (256, 384, 3), dtype=np.uint8))
+    payload = encode(pil, ExportParams(format="jpeg", quality=90, optimize=True), None)
+    with PILImage.open(io.BytesIO(payload)) as img:
+        assert img.size == (384, 256) and img.format == "JPEG"

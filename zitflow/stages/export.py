@@ -38,8 +38,13 @@ class ExportParams:
     height: int = param(0, ge=0, le=65535, help="0 = any; else the image must be exactly this high")
     metadata: bool = param(True, help="embed the job (prompt, seed, recipe, config) in the file")
     background: str = param("white", help="JPEG only: colour under transparent pixels (PIL colour)")
+    dpi: int = param(0, ge=0, le=10000, help="0 = none; else the print resolution written into the file "
+                                             "(PNG pHYs, JPEG JFIF): 300 makes 2480x3508 print as A4")
 
     def validate(self) -> None:
+        if self.dpi and self.format == "webp":
+            raise ParamError("dpi", f"got {self.dpi} with format 'webp', which has no resolution field; "
+                                    "allowed: dpi 0 with webp, or format png or jpeg")
         try:
             check_template(self.name)
         except TemplateError as e:
@@ -74,6 +79,8 @@ def encode(pil, params: ExportParams, texts: dict | None) -> bytes:
     buf = io.BytesIO()
     if params.format == "png":
         kw = {"optimize": True} if params.optimize else {"compress_level": 6}
+        if params.dpi:
+            kw["dpi"] = (params.dpi, params.dpi)
         if texts:
             kw["pnginfo"] = meta.png_info(texts)
         pil.save(buf, "PNG", **kw)
@@ -83,9 +90,20 @@ def encode(pil, params: ExportParams, texts: dict | None) -> bytes:
             pil = PILImage.alpha_composite(bg, pil).convert("RGB")
         kw = {"quality": params.quality, "optimize": params.optimize,
               "subsampling": 0 if params.quality >= 90 else 2}
+        if params.dpi:
+            kw["dpi"] = (params.dpi, params.dpi)
         if texts:
             kw.update(exif=meta.exif_bytes(texts), xmp=meta.xmp_packet(texts))
-        pil.save(buf, "JPEG", **kw)
+        try:
+            pil.save(buf, "JPEG", **kw)
+        except OSError:
+            if not params.optimize:
+                raise
+            # Pillow gives libjpeg's optimize pass a one-shot buffer of ~1 byte per pixel; a
+            # detailed (noise-like) image at quality >= 90 and 4:4:4 needs more and fails with
+            # "Suspension not allowed here". Such an image gains little from optimize: save it plain.
+            buf = io.BytesIO()
+            pil.save(buf, "JPEG", **dict(kw, optimize=False))
     else:
         kw = {"quality": params.quality, "lossless": params.lossless, "method": 6 if params.optimize else 4}
         if texts:
