@@ -101,7 +101,19 @@ def test_prefix_of_a_module_name_is_not_allowed():
 
 def test_schema_version():
     check_schema("demo", 1)
-    with pytest.raises(RecipeError, match="add 'schema_version: 1'"):
+    with pytest.raises(RecipeError, match="declare 'schema_version: 1'"):
         check_schema("demo", None)
     with pytest.raises(RecipeError, match="written for recipe schema 0"):
         check_schema("demo", 0)
+
+
+def test_disabled_stage_with_two_inputs_passes_on_the_one_of_its_output_type():
+    """A disabled fit (inputs image and size) hands its image on; the size plan is not an image."""
+    stages = {
+        "src": {"kind": "t_source"},
+        "size": {"kind": "resolution", "width": 64, "height": 64},
+        "fit": {"kind": "fit", "inputs": {"image": "src", "size": "size"}, "enabled": False},
+        "add": {"kind": "t_add", "input": "fit"},
+    }
+    g = build_graph("demo", stages)
+    assert "fit" not in g.stages and g.stages["add"].inputs == {"image": "src"}

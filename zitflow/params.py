@@ -86,6 +86,18 @@ def check_bounds(obj: Any) -> None:
         validate()
 
 
+def _literal(value: Any) -> Any:
+    """Plain (already resolved) values are literal: escape ``${`` so the merge keeps a prompt
+    such as ``"costs ${5}"`` as text instead of reading it as an interpolation."""
+    if isinstance(value, str):
+        return value.replace("${", "\\${")
+    if isinstance(value, Mapping):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_literal(v) for v in value]
+    return value
+
+
 def build_params(schema: type, values: Mapping[str, Any] | DictConfig) -> Any:
     """Merge a recipe's mapping onto dataclass ``schema`` and return a checked instance.
 
@@ -93,6 +105,8 @@ def build_params(schema: type, values: Mapping[str, Any] | DictConfig) -> Any:
     :class:`ParamError`.
     """
     base = OmegaConf.structured(schema)
+    if not isinstance(values, DictConfig):
+        values = _literal(values)
     try:
         merged = OmegaConf.merge(base, values)
         obj = OmegaConf.to_object(merged)

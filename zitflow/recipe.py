@@ -59,8 +59,7 @@ def build_graph(recipe: str, stages: Mapping[str, Any] | DictConfig, allow_modul
             raise RecipeError(f"{_where(recipe, name)}: must be a mapping with 'kind', got {entry!r}")
         spec = _build_stage(recipe, name, dict(entry), allow_modules)
         if entry.get("enabled", True) is False:
-            srcs = list(spec.inputs.values())
-            dropped[name] = srcs[0] if len(srcs) == 1 else None
+            dropped[name] = _pass_through(spec)
             continue
         specs[name] = spec
     for spec in specs.values():
@@ -70,7 +69,8 @@ def build_graph(recipe: str, stages: Mapping[str, Any] | DictConfig, allow_modul
                 seen.add(src)
                 if dropped[src] is None:
                     raise RecipeError(f"{_where(recipe, spec.name)}: input '{slot}' reads from stage "
-                                      f"'{src}', which is disabled and has not exactly one input to pass on")
+                                      f"'{src}', which is disabled and has not exactly one input of its "
+                                      f"output's type to pass on; read from another stage instead")
                 src = dropped[src]
             spec.inputs[slot] = src
     graph = Graph(recipe, specs)
@@ -79,6 +79,16 @@ def build_graph(recipe: str, stages: Mapping[str, Any] | DictConfig, allow_modul
     except GraphError as e:
         raise RecipeError(str(e)) from None
     return graph
+
+
+def _pass_through(spec: StageSpec) -> str | None:
+    """The input a disabled stage hands to its readers: its only input, or its only input of the
+    type it outputs (a disabled ``fit`` passes its ``image`` on, not its ``size`` plan)."""
+    srcs = list(spec.inputs.items())
+    if len(srcs) == 1:
+        return srcs[0][1]
+    same = [src for slot, src in srcs if spec.cls.inputs[slot] is spec.cls.output]
+    return same[0] if len(same) == 1 else None
 
 
 def _build_stage(recipe: str, name: str, entry: dict[str, Any], allow_modules: Iterable[str]) -> StageSpec:
@@ -131,10 +141,43 @@ def _inputs(recipe: str, name: str, cls, entry: Mapping[str, Any]) -> dict[str, 
     return inputs
 
 
+#: What a recipe of each schema must look like, as the edits that bring a recipe written for the
+#: schema before it up to date. An older recipe's error lists every step from its version to
+#: :data:`SCHEMA_VERSION`; a new schema adds an entry here and a section in docs/recipes.md#schema.
+SCHEMA_CHANGES: dict[int, list[str]] = {
+    1: ["start the file with '# @package _global_' so its keys land at the top of the config",
+        "put the stages under one top-level 'stages:' mapping of stage name -> stage",
+        "give each stage 'kind: <built-in kind>' (python -m zitflow kinds) or '_target_: pkg.Class'",
+        "wire stages with 'input: <stage>' or 'inputs: {slot: <stage>}'",
+        "take the job's prompt, negative prompt, seed and input image from ${prompt}, "
+        "${negative_prompt}, ${seed}, ${input}",
+        "then declare 'schema_version: 1'"],
+}
+
+
 def check_schema(recipe: str, declared: Any) -> None:
-    """Refuse a recipe written for another recipe schema with what to change."""
-    if declared is None:
-        raise RecipeError(f"{_where(recipe)}: no 'schema_version'; add 'schema_version: {SCHEMA_VERSION}'")
-    if declared != SCHEMA_VERSION:
-        raise RecipeError(f"{_where(recipe)}: written for recipe schema {declared}, this zitflow reads "
-                          f"schema {SCHEMA_VERSION}; see docs/recipes.md#schema for what changed")
+    """Refuse a recipe written for another recipe schema, saying what to change.
+
+    Missing or older: the edits from :data:`SCHEMA_CHANGES` between its version and ours, in
+    order. Newer: upgrade zitflow. Not an integer: the value to write instead.
+    """
+    where = _where(recipe)
+    if isinstance(declared, bool) or (declared is not None and not isinstance(declared, int)):
+        try:
+            as_int = int(str(declared).strip().lstrip("vV").split(".")[0])
+        except ValueError:
+            as_int = SCHEMA_VERSION
+        raise RecipeError(f"{where}: schema_version must be a whole number, got {declared!r}; "
+                          f"write 'schema_version: {as_int}'")
+    if declared == SCHEMA_VERSION:
+        return
+    if declared is not None and declared > SCHEMA_VERSION:
+        raise RecipeError(f"{where}: written for recipe schema {declared}, newer than the schema "
+                          f"{SCHEMA_VERSION} this zitflow reads; upgrade zitflow (pip install -U zitflow) "
+                          f"or use a copy of the recipe written for schema {SCHEMA_VERSION}")
+    start = 0 if declared is None else int(declared)
+    steps = [step for v in range(max(start, 0) + 1, SCHEMA_VERSION + 1) for step in SCHEMA_CHANGES.get(v, [])]
+    what = "declares no 'schema_version'" if declared is None else f"is written for recipe schema {declared}"
+    raise RecipeError(f"{where} {what}; this zitflow reads schema {SCHEMA_VERSION}. To update it: "
+                      + "; ".join(f"({i}) {step}" for i, step in enumerate(steps, 1))
+                      + " (docs/recipes.md#schema)")
