@@ -2,7 +2,7 @@
 
     python -m zitflow kinds [KIND...]                 stage kinds, their inputs and parameters
     python -m zitflow list                            recipes on the search path
-    python -m zitflow show recipe=NAME [overrides] [--format text|mermaid|dot] [--out FILE]
+    python -m zitflow show recipe=NAME [overrides] [--format text|mermaid|dot|svg|png|pdf] [--out FILE]
 """
 
 from __future__ import annotations
@@ -31,50 +31,102 @@ def cmd_kinds(args: list[str]) -> int:
 
 
 def cmd_list(args: list[str]) -> int:
-    """One line per recipe: name, target size, description, chain of kinds."""
+    """Two lines per recipe: name, delivered size(s), generated size, description; then the chain."""
     from .catalog import recipe_names, summarise
 
     rows = [summarise(n) for n in recipe_names()]
     width = max((len(r.name) for r in rows), default=4)
+    sizes = max((len(r.target) for r in rows if not r.error), default=9)
     for r in rows:
         if r.error:
             print(f"{r.name:<{width}}  BROKEN: {r.error}")
             continue
-        print(f"{r.name:<{width}}  {r.target:<18} {r.description}")
-        print(f"{'':<{width}}  {'':<18} {' -> '.join(r.chain)}")
+        gen = f"gen {r.generate}" if r.generate else "no generation"
+        print(f"{r.name:<{width}}  {r.target:<{sizes}}  {gen:<14} {r.description}")
+        print(f"{'':<{width}}  {r.chain_text}")
     return 0
+
+
+#: ``--out`` suffix -> format; .svg/.png/.pdf are drawn by Graphviz's ``dot`` from the dot text
+OUT_FORMATS = {".mmd": "mermaid", ".mermaid": "mermaid", ".md": "mermaid-md", ".dot": "dot", ".gv": "dot",
+               ".svg": "svg", ".png": "png", ".pdf": "pdf", ".txt": "text"}
 
 
 def cmd_show(args: list[str]) -> int:
     """The resolved DAG of ``recipe=NAME`` plus overrides, as text, Mermaid or Graphviz."""
     import argparse
+    import os
 
-    from .catalog import compose_recipe, to_dot, to_mermaid
-    from .recipe import build_graph
+    from .catalog import compose_recipe, generation_size, output_sizes, chain_text, fmt_size, to_dot, to_mermaid
+    from .recipe import build_graph, check_schema
 
-    ap = argparse.ArgumentParser(prog="python -m zitflow show")
+    ap = argparse.ArgumentParser(prog="python -m zitflow show",
+                                 description="Print a recipe's resolved DAG, or write it as a picture.")
     ap.add_argument("overrides", nargs="*", help="recipe=NAME and any key=value overrides")
-    ap.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
+    ap.add_argument("--format", choices=("text", "mermaid", "dot", "svg", "png", "pdf"), default=None,
+                    help="default: text, or what --out's suffix says (.mmd .md .dot .gv .svg .png .pdf .txt)")
     ap.add_argument("--out", help="write to this file instead of printing")
     ns = ap.parse_args(args)
     names = [o.split("=", 1)[1] for o in ns.overrides if o.startswith("recipe=")]
     if not names:
         ap.error("name the recipe: show recipe=NAME")
+    fmt = ns.format
+    if fmt is None and ns.out:
+        suffix = os.path.splitext(ns.out)[1].lower()
+        if suffix not in OUT_FORMATS:
+            ap.error(f"--out {ns.out}: unknown suffix {suffix!r}; use one of {', '.join(OUT_FORMATS)} or --format")
+        fmt = OUT_FORMATS[suffix]
+    fmt = fmt or "text"
+    if fmt in ("svg", "png", "pdf") and not ns.out:
+        ap.error(f"--format {fmt} writes a picture: give --out FILE.{fmt}")
     rest = [o for o in ns.overrides if not o.startswith("recipe=")]
-    cfg = compose_recipe(names[-1], rest)
-    graph = build_graph(names[-1], cfg.stages)
-    if ns.format == "mermaid":
+    name = names[-1]
+    try:
+        cfg = compose_recipe(name, rest)
+        check_schema(name, cfg.get("schema_version"))
+        graph = build_graph(name, cfg.stages)
+    except Exception as e:  # an unknown recipe, a bad override or field: one line, exit 2
+        print(f"zitflow show: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    if fmt in ("mermaid", "mermaid-md"):
         text = to_mermaid(graph)
-    elif ns.format == "dot":
+        if fmt == "mermaid-md":
+            text = f"```mermaid\n{text}```\n"
+    elif fmt in ("dot", "svg", "png", "pdf"):
         text = to_dot(graph)
     else:
-        text = f"recipe '{names[-1]}': {cfg.get('description') or ''}\n" + _stage_table(graph) + "\n"
+        gen = generation_size(graph)
+        sizes = ", ".join(f"{k} {fmt_size(v)}" for k, v in output_sizes(graph).items())
+        text = (f"recipe '{name}': {cfg.get('description') or ''}\n"
+                f"  generates {fmt_size(gen) if gen else 'nothing (post-only)'}; delivers {sizes}\n"
+                f"  chain: {chain_text(graph)}\n" + _stage_table(graph) + "\n")
+    if fmt in ("svg", "png", "pdf"):
+        return _draw_dot(text, fmt, ns.out)
     if ns.out:
         with open(ns.out, "w") as f:
             f.write(text)
         print(f"wrote {ns.out}")
     else:
         print(text, end="")
+    return 0
+
+
+def _draw_dot(text: str, fmt: str, out: str) -> int:
+    """Render dot ``text`` to ``out`` with Graphviz's ``dot -T<fmt>``; exit 2 saying so without it."""
+    import shutil
+    import subprocess
+
+    dot = shutil.which("dot")
+    if dot is None:
+        print(f"zitflow show: drawing {out} needs Graphviz's 'dot' program (apt install graphviz); "
+              f"or write the text with --out {out.rsplit('.', 1)[0]}.dot or .mmd", file=sys.stderr)
+        return 2
+    p = subprocess.run([dot, f"-T{fmt}", "-o", out], input=text, text=True, capture_output=True)
+    if p.returncode != 0:
+        print(f"zitflow show: dot failed: {p.stderr.strip().splitlines()[0] if p.stderr.strip() else p.returncode}",
+              file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
     return 0
 
 
