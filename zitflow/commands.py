@@ -3,6 +3,7 @@
     python -m zitflow kinds [KIND...]                 stage kinds, their inputs and parameters
     python -m zitflow list                            recipes on the search path
     python -m zitflow show recipe=NAME [overrides] [--format text|mermaid|dot|svg|png|pdf] [--out FILE]
+    python -m zitflow reproduce IMAGE [--recipe NAME] [--out DIR] [runtime.*=... cache.*=...]
 """
 
 from __future__ import annotations
@@ -142,7 +143,55 @@ def _stage_table(graph) -> str:
     return "\n".join(lines)
 
 
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"kinds": cmd_kinds, "list": cmd_list, "show": cmd_show}
+def cmd_reproduce(args: list[str]) -> int:
+    """Re-make an exported image from its embedded metadata (see :mod:`zitflow.reproduce`)."""
+    import argparse
+
+    from .reproduce import ReproduceError, cache_summary, reproduce
+
+    ap = argparse.ArgumentParser(
+        prog="python -m zitflow reproduce",
+        description="Re-create the run that made IMAGE from the metadata in it: zitflow's own record "
+                    "(recipe, overrides, model, full config; with the cache present nothing is generated "
+                    "again), or A1111-style 'parameters' text from other tools.")
+    ap.add_argument("image", help="a PNG (or JPEG / WebP) exported by zitflow, or another tool's PNG")
+    ap.add_argument("overrides", nargs="*", help="how to run: runtime.device=cpu cache.dir=... model.path=...; "
+                                                 "any override for --recipe with another tool's image")
+    ap.add_argument("--recipe", help="the recipe another tool's image is mapped onto (default: poster)")
+    ap.add_argument("--out", help="run dir for the outputs (default outputs/reproduce/DATE/TIME-RECIPE)")
+    ns = ap.parse_intermixed_args(args)
+    from .models.pool import ModelLoadError
+    from .models.sources import ModelNotFound
+
+    try:
+        res = reproduce(ns.image, ns.out, ns.overrides, ns.recipe, reporter=None)
+    except (ValueError, ModelNotFound, ModelLoadError) as e:  # ReproduceError, RecipeError, ...
+        print(f"zitflow reproduce: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+    p = res.plan
+    if p.source == "zitflow":
+        rec = p.record or {}
+        print(f"reproduced {ns.image} from its zitflow record: recipe {p.recipe}, seed {rec.get('seed')}, "
+              f"model {(rec.get('model') or {}).get('name')}, overrides {' '.join(p.overrides) or 'none'}")
+    else:
+        used = ", ".join(f"{k} {v!r}" if k != "prompt" else "prompt" for k, v in p.mapped.items())
+        print(f"reproduced {ns.image} from its A1111 parameters onto recipe {p.recipe}: used {used}")
+        print(f"ignored: {'; '.join(p.ignored) if p.ignored else 'nothing'}")
+    for note in p.notes:
+        print(f"note: {note}")
+    hits, total, ran = cache_summary(res.manifest)
+    print(f"cache: {hits}/{total} stages reused; generation stages run: {', '.join(ran) or 'none'}")
+    if res.match:
+        print(f"identical pixels: {res.match}")
+    elif res.differs:
+        print(f"pixels differ from {ns.image}: {'; '.join(res.differs)}")
+    for stage, path in res.written.items():
+        print(f"  {stage}: {path}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"kinds": cmd_kinds, "list": cmd_list, "show": cmd_show,
+                                                   "reproduce": cmd_reproduce}
 
 
 def dispatch(argv: list[str]) -> bool:
