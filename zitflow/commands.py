@@ -4,6 +4,7 @@
     python -m zitflow list                            recipes on the search path
     python -m zitflow show recipe=NAME [overrides] [--format text|mermaid|dot|svg|png|pdf] [--out FILE]
     python -m zitflow reproduce IMAGE [--recipe NAME] [--out DIR] [runtime.*=... cache.*=...]
+    python -m zitflow validate [model=NAME] [--sizes 512,768,1024] [--out DIR]   speed, VRAM curve, determinism
 """
 
 from __future__ import annotations
@@ -190,8 +191,15 @@ def cmd_reproduce(args: list[str]) -> int:
     return 0
 
 
+def cmd_validate(args: list[str]) -> int:
+    """Speed, memory curve and determinism of a model on this machine (:mod:`zitflow.validate`)."""
+    from .validate import main
+
+    return main(args)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {"kinds": cmd_kinds, "list": cmd_list, "show": cmd_show,
-                                                   "reproduce": cmd_reproduce}
+                                                   "reproduce": cmd_reproduce, "validate": cmd_validate}
 
 
 def dispatch(argv: list[str]) -> bool:
