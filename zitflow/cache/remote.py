@@ -90,18 +90,8 @@ class FsspecStore(CacheStore):
         except OSError:
             return False
 
-    def record(self, key: str) -> dict[str, Any]:
-        try:
-            rec = json.loads(self.fs.cat_file(f"{self.remote_dir(key)}/{RECORD}"))
-        except FileNotFoundError:
-            raise CorruptEntry(key, "record.json is missing") from None
-        except (OSError, PermissionError) as e:
-            raise EntryUnreadable(key, f"record.json: {type(e).__name__}: {e}") from None
-        except ValueError as e:
-            raise CorruptEntry(key, f"record.json is not valid JSON ({e})") from None
-        if not isinstance(rec, dict) or rec.get("key") != key or not isinstance(rec.get("files"), dict):
-            raise CorruptEntry(key, "record.json does not describe this entry")
-        return rec
+    def _record_bytes(self, key: str) -> bytes:
+        return self.fs.cat_file(f"{self._fresh(key)}/{RECORD}")
 
     # -- read ----------------------------------------------------------------------------
     def load(self, key: str) -> Artifact:

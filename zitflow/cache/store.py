@@ -106,12 +106,15 @@ class CacheStore:
         """True when an entry with a record exists; its content is verified only on load."""
         return (self.entry_dir(key) / RECORD).is_file()
 
+    def _record_bytes(self, key: str) -> bytes:
+        """The raw ``record.json`` of ``key`` (OSError as the file system raises it)."""
+        return (self.entry_dir(key) / RECORD).read_bytes()
+
     def record(self, key: str) -> dict[str, Any]:
         """The entry's record; :class:`CorruptEntry` if missing or garbled, :class:`EntryUnreadable`
         if the file system refuses to read it."""
-        path = self.entry_dir(key) / RECORD
         try:
-            rec = json.loads(path.read_text())
+            rec = json.loads(self._record_bytes(key))
         except FileNotFoundError:
             raise CorruptEntry(key, "record.json is missing") from None
         except OSError as e:
