@@ -12,7 +12,7 @@ variance of the Laplacian (a no-reference sharpness measure; the original's valu
 for reference: a chain far above it is over-sharpened, far below it is soft). Seconds are CPU
 wall time on this machine and only indicative.
 
-    .venv/bin/python tools/measure_recipe_choices.py [--factors 2 2.857] [--json out.json]
+    .venv/bin/python bench/measure_recipe_choices.py [--factors 2 2.857] [--json out.json]
 """
 
 from __future__ import annotations
