@@ -26,7 +26,8 @@ Usage::
 
 The child is ``python bench/kill_test.py --child <hydra overrides>``: ``zitflow.app.main`` with
 hooks that print ``@@`` markers on stdout (stage starts, model loads, pauses) and pause where
-``ZK_PAUSE=<point>[:<arg>]`` says. The runs use the tiny model on the CPU at 256x256.
+``ZK_PAUSE=<point>[:<arg>]`` says. The runs use the tiny model on the CPU at 256x256, with the
+recipe :data:`RECIPE` written into the work dir (so edits to ``recipes/`` cannot change it).
 """
 
 from __future__ import annotations
@@ -45,9 +46,37 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 POINTS = ("load", "denoise", "cache_files", "cache_record", "export")
+#: The recipe every run uses, kept here so that edits to recipes/ cannot change it mid-test:
+#: the poster chain (resolution, encode, denoise, decode, sharpen, color, export) at 256x256.
+RECIPE = """\
+# @package _global_
+schema_version: 1
+description: "kill test: the poster chain at 256x256"
+stages:
+  size: {kind: resolution, width: 256, height: 256, strategy: exact}
+  encode: {kind: encode, prompt: "${prompt}", negative_prompt: "${negative_prompt}"}
+  denoise: {kind: denoise, inputs: {embeds: encode, size: size}, seed: "${seed}", steps: 9, guidance_scale: 0.0}
+  decode: {kind: decode, input: denoise}
+  sharpen: {kind: sharpen, input: decode, amount: 0.5, radius: 1.2}
+  color: {kind: color_correct, input: sharpen, contrast: 1.1}
+  export: {kind: export, input: color, format: png}
+"""
+PACK = Path(os.environ.get("ZK_PACK", "/nonexistent"))
 #: Overrides of every run: the tiny model on the CPU, small enough for dozens of runs.
-RUN_ARGS = ("recipe=poster", "model=tiny", "runtime=cpu", "runtime.progress=lines", "prompt=kill test",
-            "seed=7", "stages.size.width=256", "stages.size.height=256")
+RUN_ARGS = ("recipe=killtest", "model=tiny", "runtime=cpu", "runtime.progress=lines", "prompt=kill test", "seed=7")
+
+
+def run_args() -> list[str]:
+    return [f"hydra.searchpath=[file://{PACK}]", *RUN_ARGS]
+
+
+def write_pack(work: Path) -> None:
+    """Write the recipe pack and point this process (and its children, via ZK_PACK) at it."""
+    global PACK
+    PACK = work / "pack"
+    (PACK / "recipe").mkdir(parents=True, exist_ok=True)
+    (PACK / "recipe" / "killtest.yaml").write_text(RECIPE)
+    os.environ["ZK_PACK"] = str(PACK)
 PAUSE_S = 120.0
 
 
@@ -177,7 +206,7 @@ def _env(cache: Path, models: Path, pause: str | None) -> dict[str, str]:
 
 def full_run(cache: Path, models: Path, run_dir: Path) -> dict:
     """An uninterrupted ``python -m zitflow`` run; returns its manifest."""
-    p = subprocess.run([sys.executable, "-m", "zitflow", *RUN_ARGS, f"hydra.run.dir={run_dir}"], cwd=REPO,
+    p = subprocess.run([sys.executable, "-m", "zitflow", *run_args(), f"hydra.run.dir={run_dir}"], cwd=REPO,
                        env=_env(cache, models, None), capture_output=True, text=True, timeout=600)
     if p.returncode != 0:
         raise RuntimeError(f"zitflow run failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
@@ -227,7 +256,7 @@ def killed_run(cache: Path, models: Path, run_dir: Path, how: str, rng: random.R
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     log = open(run_dir.parent / f"{run_dir.name}.log", "w")
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", *RUN_ARGS,
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", *run_args(),
                              f"hydra.run.dir={run_dir}"], cwd=REPO, env=_env(cache, models, pause),
                             stdout=subprocess.PIPE, stderr=log, text=True)
     markers: list[str] = []
@@ -312,6 +341,7 @@ def run(kills: int, seed: int, work: Path, models: Path, schedule: list[list[str
     """
     rng = random.Random(seed)
     kinds = [*POINTS, "random", "random"]
+    write_pack(work)
     reference, stage_keys, ref_seconds = reference_run(work, models, warm)
     trials: list[Trial] = []
     todo = list(schedule or [])
@@ -325,7 +355,7 @@ def run(kills: int, seed: int, work: Path, models: Path, schedule: list[list[str
     all_kills = [k for t in trials for k in t.kills]
     return {
         "kills": len(all_kills), "trials": len(trials), "seed": seed, "reference_seconds": round(ref_seconds, 2),
-        "run_args": list(RUN_ARGS),
+        "run_args": list(RUN_ARGS), "recipe": RECIPE,
         "damaged_entries_after_kills": sum(k.damaged_entries for k in all_kills),
         "partial_exports": sum(k.bad_exports for k in all_kills),
         "stored_stages_rerun": sum(len(k.reran_cached) for k in all_kills),
