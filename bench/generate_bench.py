@@ -181,6 +181,8 @@ def main() -> int:
     ap.add_argument("--plans", default=",".join(PLANS), help="plans to force, comma-separated")
     ap.add_argument("--budgets", default="12,16,24", help="emulated card sizes in GiB ('' for none)")
     ap.add_argument("--steps", type=int, default=9)
+    ap.add_argument("--pin", default="on", choices=("on", "off", "both"),
+                    help="pinned host copies of offloaded weights (both: every forced plan twice, off then on)")
     ap.add_argument("--max-seconds", type=float, default=450.0, help="start no new run after this many seconds")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     ARGS = ap.parse_args()
@@ -201,7 +203,19 @@ def main() -> int:
     start = time.perf_counter()
     rows: list[dict] = []
     seed = 0
-    for group in plan_groups(pool, config, device, sizes, plans, budgets):
+    groups = plan_groups(pool, config, device, sizes, plans, budgets)
+    if ARGS.pin == "both":
+        groups = [g | {"pin": p} for g in groups for p in (("off", "on") if g["mode"] == "plan" else ("on",))]
+    for group in groups:
+        from zitflow.models import placement
+
+        pin = group.get("pin", ARGS.pin)
+        placement.PIN_MEMORY = pin == "on"
+        if pin == "off" or ARGS.pin == "both":
+            pool.evict_all()
+            for comp in pool.components(config).values():
+                if hasattr(comp, "parameters"):
+                    placement.unpin(comp)
         runtime = RuntimeConfig(device=device, offload="auto" if group["plan"] in ("auto", "cpu") else group["plan"],
                                 vram_gb=group["budget"], progress="off")
         pool.forget_floors()
@@ -211,6 +225,7 @@ def main() -> int:
             torch.cuda.empty_cache()
         set_budget(group["budget"])
         label = f"budget {group['budget']:g} GiB" if group["budget"] else f"plan {group['plan']}"
+        label += f" pin {pin}" if ARGS.pin == "both" else ""
         seed += 1
         one_run(pool, config, runtime, 512, 512, seed)  # warm-up: placement, kernels
         for w, h in sizes:
@@ -229,7 +244,7 @@ def main() -> int:
                 chosen = choose(w, h, budget, sizes_info, offload=runtime.offload, vae_tiling=runtime.vae_tiling)
                 est = round(peak_bytes(chosen, w, h, sizes_info) / GiB, 2) if chosen else None
             row.update({"mode": group["mode"], "plan_requested": group["plan"], "budget_gib": group["budget"],
-                        "estimate_gib": est, "device": device})
+                        "estimate_gib": est, "device": device, "pin_memory": pin})
             rows.append(row)
             print(f"{label:>16}  {row['size']:>9}  {fmt_row(row)}", flush=True)
         set_budget(None)
@@ -261,6 +276,7 @@ def print_table(rows: list[dict]) -> None:
     print("\n" + head + "\n|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for r in rows:
         req = f"{r['budget_gib']:g} GiB card" if r.get("budget_gib") else f"plan {r['plan_requested']}"
+        req += f" pin {r['pin_memory']}" if ARGS.pin == "both" and r.get("pin_memory") else ""
         if "skipped" in r:
             print(f"| {r['size']:>9} | {req:>14} | {'skipped: ' + r['skipped']:>34} |")
             continue

