@@ -101,4 +101,12 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     yield
 
 
+@pytest.fixture
+def models_dir():
+    """The session's folder for locally built models (``ZITFLOW_MODELS_DIR``, set above)."""
+    from pathlib import Path
+
+    return Path(os.environ["ZITFLOW_MODELS_DIR"])
+
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

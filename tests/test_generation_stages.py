@@ -25,19 +25,6 @@ from zitflow.registry import kinds, register
 from zitflow.stage import RunContext, Stage
 
 
-@pytest.fixture(scope="module", autouse=True)
-def models_dir(tmp_path_factory):
-    """Build tiny models in the session's temp dir, never in the user's cache."""
-    path = tmp_path_factory.getbasetemp() / "zitflow-models"
-    old = os.environ.get("ZITFLOW_MODELS_DIR")
-    os.environ["ZITFLOW_MODELS_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("ZITFLOW_MODELS_DIR", None)
-    else:
-        os.environ["ZITFLOW_MODELS_DIR"] = old
-
-
 @dataclass
 class GenSizeParams:
     width: int = param(64, ge=1, le=4096)

@@ -3,8 +3,6 @@ out-of-memory step-down, and placement moves (exercised on the CPU)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -14,19 +12,6 @@ from zitflow.models.memory import (GiB, PLANS, Plan, choose, fits, peak_bytes, s
 from zitflow.models.placement import must_leave, run_planned, target_state
 from zitflow.models.pool import ModelPool
 from zitflow.stage import RunContext
-
-
-@pytest.fixture(scope="module", autouse=True)
-def models_dir(tmp_path_factory):
-    """Build tiny models in the session's temp dir, never in the user's cache."""
-    path = tmp_path_factory.getbasetemp() / "zitflow-models"
-    old = os.environ.get("ZITFLOW_MODELS_DIR")
-    os.environ["ZITFLOW_MODELS_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("ZITFLOW_MODELS_DIR", None)
-    else:
-        os.environ["ZITFLOW_MODELS_DIR"] = old
 
 
 # Peak GiB with everything resident (full-size architecture, bf16, H100; bench/generate_bench.py

@@ -19,19 +19,6 @@ from zitflow.models.sources import ModelNotFound, fingerprint, resolve
 from zitflow.models.tiny import ensure_tiny
 
 
-@pytest.fixture(scope="module", autouse=True)
-def models_dir(tmp_path_factory):
-    """Build tiny models in the session's temp dir, never in the user's cache."""
-    path = tmp_path_factory.getbasetemp() / "zitflow-models"
-    old = os.environ.get("ZITFLOW_MODELS_DIR")
-    os.environ["ZITFLOW_MODELS_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("ZITFLOW_MODELS_DIR", None)
-    else:
-        os.environ["ZITFLOW_MODELS_DIR"] = old
-
-
 @pytest.fixture
 def copy_of_tiny(tmp_path):
     dst = tmp_path / "Z-Image-Turbo"

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +12,6 @@ from zitflow.config import ModelConfig, RuntimeConfig
 from zitflow.models import tiny
 from zitflow.models.pool import ModelPool
 from zitflow.models.sources import fingerprint, resolve
-
-
-@pytest.fixture
-def models_dir():
-    """The session's models folder, which conftest points ZITFLOW_MODELS_DIR at for every test."""
-    return Path(os.environ["ZITFLOW_MODELS_DIR"])
 
 
 def test_built_once_then_reused(models_dir):
