@@ -16,7 +16,9 @@ under the URL (``objects/<kk>/<key>/<files>`` + ``record.json``), with object-st
   finds the record present and keeps the first entry; should their uploads interleave, the
   checksums catch it and the entry is rebuilt, never served mixed.
 
-fsspec, and the file system's own package (``s3fs``, ``gcsfs``, ...), are needed only here.
+``gc`` works as on a folder, except that an object store keeps no "last used" time: the oldest
+created entries go first. fsspec, and the file system's own package (``s3fs``, ``gcsfs``, ...),
+are needed only here.
 """
 
 from __future__ import annotations
