@@ -59,7 +59,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_run(fn, image, net_scale, scale, tile, tile_pad, device, repeats, warmup=True):
+def time_run(fn, image, net_scale, scale, tile, tile_pad, device, repeats, warmup=True, resize_device=None):
     """(median seconds, output array, peak GPU bytes or None)."""
     peak = None
     if device.startswith("cuda"):
@@ -67,12 +67,13 @@ def time_run(fn, image, net_scale, scale, tile, tile_pad, device, repeats, warmu
 
         torch.cuda.reset_peak_memory_stats()
     if warmup:
-        upscale_pixels(image, fn, net_scale, scale=scale, tile=tile, tile_pad=tile_pad)
+        upscale_pixels(image, fn, net_scale, scale=scale, tile=tile, tile_pad=tile_pad, resize_device=resize_device)
         _sync(device)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        out = upscale_pixels(image, fn, net_scale, scale=scale, tile=tile, tile_pad=tile_pad)
+        out = upscale_pixels(image, fn, net_scale, scale=scale, tile=tile, tile_pad=tile_pad,
+                             resize_device=resize_device)
         _sync(device)
         times.append(time.perf_counter() - t0)
     if device.startswith("cuda"):
@@ -163,8 +164,9 @@ def main(argv=None) -> int:
                 for tiled in tiles:
                     for scale in args.scales:
                         try:
+                            on_gpu = output == "stage" and device == "cuda"  # the stage resizes on the GPU
                             sec, out, peak = time_run(fn, image, 4, scale, tiled, ref.seamless_pad, device,
-                                                      args.repeats)
+                                                      args.repeats, resize_device="cuda" if on_gpu else None)
                         except torch.cuda.OutOfMemoryError:  # pragma: no cover - GPU only
                             print(f"{name} {precision} tile={tiled} x{scale}: out of GPU memory", flush=True)
                             torch.cuda.empty_cache()

@@ -248,3 +248,33 @@ def test_quantized_output_matches_float_within_two_levels(scale):
         assert diff.max() <= (0 if scale == 4.0 else 2) and diff.mean() < 0.5
     with pytest.raises(ValueError, match="needs uint8"):
         upscale_pixels(src.astype(np.float32) / 255, torch_tile_fn(desc, quantize=True), 4, scale=2)
+
+
+@pytest.mark.parametrize("src,dst", [((64, 48), (32, 24)), ((100, 80), (37, 29)), ((40, 30), (80, 60)),
+                                     ((33, 65), (33, 20))])
+def test_matrix_lanczos_equals_pillow_float(src, dst):
+    """zitflow.sr.resize (the GPU path) is Pillow's Lanczos: float equal to float32 rounding,
+    uint8 equal to Pillow's float result rounded (Pillow's own 8-bit path clips between its two
+    passes, so it can differ from both by several levels on noise)."""
+    from zitflow.sr.resize import resize
+
+    rng = np.random.default_rng(1)
+    x = rng.random(src[::-1] + (3,)).astype(np.float32)
+    ref = np.stack([np.asarray(PILImage.fromarray(x[..., c], "F").resize(dst, PILImage.LANCZOS)) for c in range(3)], 2)
+    assert np.abs(resize(x, dst) - ref).max() < 1e-5
+    u = np.rint(x * 255).astype(np.uint8)
+    ref_u = np.stack([np.asarray(PILImage.fromarray(u[..., c].astype(np.float32), "F").resize(dst, PILImage.LANCZOS))
+                      for c in range(3)], 2)
+    out = resize(u, dst)
+    assert out.dtype == np.uint8 and out.shape == dst[::-1] + (3,)
+    assert np.abs(out.astype(int) - np.clip(np.rint(ref_u), 0, 255).astype(int)).max() <= 1
+    assert resize(x[..., 0], dst).shape == dst[::-1]  # (H, W) too
+
+
+def test_resize_device_path_matches_the_pillow_path():
+    desc = models.load(models.resolve(COMPACT))
+    src = crop(48, 40)
+    for scale in (2.0, 3.0):
+        ref = upscale_pixels(src, torch_tile_fn(desc), 4, scale=scale)
+        dev = upscale_pixels(src, torch_tile_fn(desc, quantize=True), 4, scale=scale, resize_device="cpu")
+        assert dev.shape == ref.shape and np.abs(dev.astype(int) - ref.astype(int)).max() <= 2

@@ -105,13 +105,25 @@ def lanczos_resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack(planes, axis=2)
 
 
-def apply_plan(x: np.ndarray, plan: SizePlan) -> np.ndarray:
+def apply_plan(x: np.ndarray, plan: SizePlan, resize_device: str | None = None) -> np.ndarray:
     """Resize then crop a network output (H, W[, C]) as ``plan`` says.
 
-    float32 comes back clipped to [0, 1]; uint8 (already quantized) stays uint8.
+    float32 comes back clipped to [0, 1]; uint8 (already quantized) stays uint8. With
+    ``resize_device`` the Lanczos resize runs there (:func:`zitflow.sr.resize.resize`: Pillow's
+    float weights as matrix products; on a GPU a few ms instead of ~0.4 s for 4096 -> 2048).
     """
     if plan.resize is not None:
-        x = lanczos_resize(x, plan.resize)
+        resized = None
+        if resize_device is not None:
+            import torch
+
+            from .resize import resize
+
+            try:
+                resized = resize(x, plan.resize, resize_device)
+            except torch.OutOfMemoryError:  # a very large picture: Pillow on the CPU instead
+                torch.cuda.empty_cache()
+        x = resized if resized is not None else lanczos_resize(x, plan.resize)
     if plan.crop is not None:
         left, top, w, h = plan.crop
         x = x[top:top + h, left:left + w]
@@ -287,7 +299,8 @@ def torch_tile_fn(model, device: str = "cpu", dtype=None, channels_last: bool = 
 
 def upscale_pixels(pixels: np.ndarray, fn: TileFn, net_scale: int, *, scale: float | None = None,
                    target: tuple[int, int] | None = None, tile: int | None = None,
-                   tile_pad: int = DEFAULT_TILE_PAD, alpha: str = "lanczos", progress: bool = False) -> np.ndarray:
+                   tile_pad: int = DEFAULT_TILE_PAD, alpha: str = "lanczos", progress: bool = False,
+                   resize_device: str | None = None) -> np.ndarray:
     """Super-resolve (H, W, 3|4) uint8/float32 ``pixels``; returns the same channels and dtype.
 
     RGB goes through ``fn`` (tiled as :func:`tiled_apply`) then :func:`apply_plan`. Alpha
@@ -304,16 +317,17 @@ def upscale_pixels(pixels: np.ndarray, fn: TileFn, net_scale: int, *, scale: flo
     if getattr(fn, "quantized", False) and pixels.dtype != np.uint8:
         raise ValueError("a quantizing tile function (uint8 output) needs uint8 pixels")
     x = to_float01(pixels)
-    rgb = apply_plan(tiled_apply(fn, np.ascontiguousarray(x[..., :3]), net_scale, tile, tile_pad, progress), plan)
+    rgb = apply_plan(tiled_apply(fn, np.ascontiguousarray(x[..., :3]), net_scale, tile, tile_pad, progress), plan,
+                     resize_device)
     rgb = from_float01(rgb, pixels.dtype)
     if pixels.shape[2] == 4:
         a = x[..., 3]
         if alpha == "model":
             a3 = np.ascontiguousarray(np.repeat(a[..., None], 3, axis=2))
             a_up = from_float01(tiled_apply(fn, a3, net_scale, tile, tile_pad, progress, "alpha"), np.float32)
-            a_up = apply_plan(a_up.mean(axis=2), plan)
+            a_up = apply_plan(a_up.mean(axis=2), plan, resize_device)
         else:
             full = SizePlan(plan.size, plan.resize or (w * net_scale, h * net_scale), plan.crop, plan.scale)
-            a_up = apply_plan(a, full)
+            a_up = apply_plan(a, full, resize_device)
         rgb = np.concatenate([rgb, from_float01(a_up, pixels.dtype)[..., None]], axis=2)
     return rgb

@@ -147,7 +147,8 @@ class SuperResolve(Stage):
         tile = params.tile or auto_tile(src.width, src.height, tile_device, arch, value_bytes, tile_pad=pad)
         target = (params.target_width, params.target_height) if (params.target_width or params.target_height) else None
         pixels = upscale_pixels(src.pixels, fn, net_scale, scale=params.scale, target=target, tile=tile,
-                                tile_pad=pad, alpha=params.alpha, progress=_show_progress(ctx))
+                                tile_pad=pad, alpha=params.alpha, progress=_show_progress(ctx),
+                                resize_device=tile_device if str(tile_device).startswith("cuda") else None)
         ctx.notes.update({"model": ref.label, "weights_sha256": ref.sha256[:16], "engine": engine,
                           "precision": precision, "tile": tile or 0, "tile_pad": pad,
                           "in_size": [src.width, src.height], "out_size": [int(pixels.shape[1]), int(pixels.shape[0])],
