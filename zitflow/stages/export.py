@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .. import metadata as meta
 from ..artifacts import File, Image
+from ..colors import check_color
 from ..naming import PLACEHOLDERS, TemplateError, check_template, render_name
 from ..params import ParamError, param
 from ..registry import register
@@ -49,13 +50,7 @@ class ExportParams:
             check_template(self.name)
         except TemplateError as e:
             raise ParamError("name", f"got {self.name!r}; {e}") from None
-        from PIL import ImageColor
-
-        try:
-            ImageColor.getrgb(str(self.background))
-        except ValueError:
-            raise ParamError("background", f"got {self.background!r}; allowed: a PIL colour such as 'white', "
-                                           "'black', '#ffffff', 'rgb(255,255,255)'") from None
+        check_color("background", self.background)
 
 
 def check_size(width: int, height: int, params: ExportParams) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..artifacts import Data, Image
+from ..colors import check_color, parse_color
 from ..params import ParamError, param
 from ..registry import register
 from ..stage import Stage
@@ -45,14 +46,6 @@ def parse_focus(text: str) -> tuple[float, float]:
                 return fx, fy
     raise ValueError(f"one of {', '.join(FOCUS)} or 'x,y' with x and y fractions in [0, 1] "
                      f"(0,0 keeps the top-left, 1,1 the bottom-right)")
-
-
-def parse_color(text: str) -> tuple[int, int, int, int]:
-    """Any PIL colour string (``white``, ``#ffffff``, ``rgb(255,255,255)``, ``#00000000``) as RGBA."""
-    from PIL import ImageColor
-
-    rgba = ImageColor.getcolor(str(text), "RGBA")
-    return tuple(int(c) for c in rgba)  # type: ignore[return-value]
 
 
 @dataclass
@@ -181,11 +174,8 @@ class FitParams:
             parse_focus(self.focus)
         except ValueError as e:
             raise ParamError("focus", f"got {self.focus!r}; allowed: {e}") from None
-        try:
-            parse_color(self.pad_color)
-        except (ValueError, TypeError):
-            raise ParamError("pad_color", f"got {self.pad_color!r}; allowed: a PIL colour such as 'white', "
-                                          "'black', '#ffffff', '#00000000' (transparent), 'rgb(255,255,255)'") from None
+        check_color("pad_color", self.pad_color,
+                    "'white', 'black', '#ffffff', '#00000000' (transparent), 'rgb(255,255,255)'")
 
 
 def resolve_target(params: FitParams, plan: Mapping[str, Any] | None) -> tuple[int, int, str]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import Image
+from ..colors import check_color
 from ..params import ParamError, param
 from ..registry import register
 from ..stage import Stage
@@ -48,13 +49,7 @@ class LoadImageParams:
             raise ParamError("path", f"got {self.path!r}; allowed: the path of an image file")
         if "\x00" in str(self.path):
             raise ParamError("path", "got a path with a NUL character; allowed: the path of an image file")
-        from PIL import ImageColor
-
-        try:
-            ImageColor.getrgb(str(self.background))
-        except ValueError:
-            raise ParamError("background", f"got {self.background!r}; allowed: a PIL colour such as 'white', "
-                                           "'black', '#ffffff', 'rgb(255,255,255)'") from None
+        check_color("background", self.background)
 
 
 def _resolve(path: str) -> Path:
