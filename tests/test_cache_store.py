@@ -31,7 +31,7 @@ def test_round_trip_of_each_artifact(store):
     assert t.tensors["t"].dtype == torch.bfloat16 and t.tensors["t"][1, 2].item() == 5 and t.meta == {"w": "4"}
     assert store.load("c" * 64).value == {"gen_width": 1024, "note": "水墨"}
     rec = store.record("a" * 64)
-    assert rec["kind"] == "x" and set(rec["files"]) == {"image.png"} and rec["bytes"] > 0
+    assert rec["kind"] == "x" and set(rec["files"]) == {"image.safetensors"} and rec["bytes"] > 0
 
 
 def test_float_images_are_lossless(store):
@@ -45,7 +45,7 @@ def test_damage_is_detected(store, damage):
     key = "d" * 64
     store.save(key, image(), {})
     folder = store.entry_dir(key)
-    png = folder / "image.png"
+    png = folder / "image.safetensors"
     if damage == "flip":
         data = bytearray(png.read_bytes())
         data[len(data) // 2] ^= 0xFF
@@ -70,7 +70,7 @@ def test_damage_is_detected(store, damage):
 def test_failed_write_leaves_nothing(store):
     class Boom(Image):
         def save(self, folder):
-            (folder / "image.png").write_bytes(b"half")
+            (folder / "image.safetensors").write_bytes(b"half")
             raise OSError("disk full")
 
     with pytest.raises(OSError):
@@ -136,7 +136,7 @@ def test_cli_info_gc_verify(store, capsys):
     assert cache_cli(["--dir", str(store.root), "info"]) == 0
     out = capsys.readouterr().out
     assert "2 entries" in out and "sharpen" in out and "fit" in out
-    png = store.entry_dir("2" * 64) / "image.png"
+    png = store.entry_dir("2" * 64) / "image.safetensors"
     png.write_bytes(png.read_bytes()[:-5])
     assert cache_cli(["--dir", str(store.root), "verify"]) == 0
     assert "1 damaged" in capsys.readouterr().out and not store.contains("2" * 64)

@@ -69,7 +69,7 @@ def test_damaged_entry_is_rebuilt_not_served(store, ctx, calls, caplog):
     ex = Executor(graph(), store, ctx)
     ex.execute()
     key = ex.planned["add"].key
-    png = store.entry_dir(key) / "image.png"
+    png = store.entry_dir(key) / "image.safetensors"
     data = bytearray(png.read_bytes())
     data[-20] ^= 0x55
     png.write_bytes(bytes(data))

@@ -93,7 +93,7 @@ def test_damaged_entry_is_refused(remote):
 
 def test_interrupted_upload_is_invisible_and_replaced(remote):
     """Files uploaded without their record (a writer killed before the commit) are no entry."""
-    remote.fs.pipe_file(f"{remote.remote_dir(key(4))}/image.png", b"half an upload")
+    remote.fs.pipe_file(f"{remote.remote_dir(key(4))}/image.safetensors", b"half an upload")
     assert not remote.contains(key(4))
     good = Image(np.full((4, 4, 3), 9, np.uint8))
     remote.save(key(4), good, {"kind": "t"})

@@ -197,7 +197,7 @@ def deny_reads(monkeypatch, match: str):
     monkeypatch.setattr(io, "open", guarded)
 
 
-@pytest.mark.parametrize("what", ["record.json", "image.png"])
+@pytest.mark.parametrize("what", ["record.json", "image.safetensors"])
 def test_unreadable_entry_is_reported_never_served_and_kept(store, ctx, calls, monkeypatch, caplog, what):
     ex = Executor(graph(), store, ctx)
     ex.execute()
@@ -228,7 +228,7 @@ def test_unreadable_entry_is_reported_never_served_and_kept(store, ctx, calls, m
 def test_unreadable_by_mode(store):
     key = "b" * 64
     store.save(key, ARTIFACTS["png"](), {})
-    png = store.entry_dir(key) / "image.png"
+    png = store.entry_dir(key) / "image.safetensors"
     png.chmod(0)
     try:
         with pytest.raises(EntryUnreadable):

@@ -3,7 +3,7 @@
 Layout under ``root``::
 
     objects/<key[:2]>/<key>/record.json   what the entry is (see :meth:`CacheStore.save`)
-    objects/<key[:2]>/<key>/<files>       the artifact's files (image.png, tensors.safetensors...)
+    objects/<key[:2]>/<key>/<files>       the artifact's files (image.safetensors, tensors.safetensors...)
     tmp/<random>/                         entries being written; never read
 
 An entry is written into ``tmp/`` and renamed into ``objects/`` in one step, so a reader sees a
