@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .models.precision import ATTENTION_BACKENDS, PRECISIONS
 from .params import ParamError, build_params, param
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 OFFLOAD_PLANS = ("auto", "resident", "staged", "model", "group", "sequential")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class ConfigError(ValueError):
@@ -39,7 +41,7 @@ class ModelConfig:
 
 @dataclass
 class RuntimeConfig:
-    """How to run: none of it enters a cache key."""
+    """How to run: none of it enters a cache key, except ``precision=fp8`` (it changes the numbers)."""
 
     device: str = param("auto", help="auto, cpu, cuda or cuda:N")
     vram_gb: Optional[float] = param(None, gt=0, help="pretend the GPU has this much memory (plans)")
@@ -50,6 +52,13 @@ class RuntimeConfig:
     compile: bool = param(False, help="torch.compile the repeated DiT blocks (regional; CUDA plans that keep the DiT)")
     compile_dynamic: Optional[bool] = param(None, help="torch.compile dynamic=; null: static, dynamic from the 2nd size")
     compile_cache_dir: Optional[str] = param(None, help="persistent compile cache; default <user cache>/zitflow/compile")
+    compile_mode: Optional[str] = param(None, choices=COMPILE_MODES,
+                                        help="torch.compile mode=; reduce-overhead adds CUDA graphs; null: default")
+    precision: str = param("auto", choices=PRECISIONS,
+                           help="fp8: DiT block linears in FP8 (torchao; compute capability 8.9+, resident plan); "
+                                "enters the denoise key")
+    attention: str = param("auto", choices=ATTENTION_BACKENDS,
+                           help="diffusers attention backend of the DiT (auto: its default, torch SDPA)")
 
     def resolved_device(self) -> str:
         if self.device != "auto":

@@ -1,4 +1,4 @@
-"""``runtime.compile``: regional compilation of the DiT with a persistent compile cache.
+"""``runtime.compile``: regional compilation of the DiT (and the VAE decoder) with a persistent cache.
 
 Regional compilation (diffusers' ``compile_repeated_blocks``) compiles the one repeated
 transformer block once and reuses it for every layer, so a cold compile takes seconds to tens of
@@ -87,16 +87,45 @@ def prepare(runtime: Any, fingerprint: str, device: str) -> Path:
 
 
 def compile_dit(dit: Any, runtime: Any, fingerprint: str, device: str) -> bool:
-    """Compile ``dit``'s repeated blocks once (idempotent); True when it compiled now."""
-    if getattr(dit, "_zitflow_compiled", False):
+    """Compile ``dit``'s repeated blocks once per set of options (idempotent); True when it compiled now.
+
+    A later run in the same process with another ``compile_mode`` or ``compile_dynamic``
+    compiles again with those options.
+    """
+    kwargs = _options(runtime)
+    if getattr(dit, "_zitflow_compiled", None) == kwargs:
         return False
     prepare(runtime, fingerprint, device)
-    kwargs = {}
+    dit.compile_repeated_blocks(**kwargs)
+    dit._zitflow_compiled = kwargs
+    return True
+
+
+def _options(runtime: Any, graphs: bool = True) -> dict[str, Any]:
+    """torch.compile keyword arguments from ``runtime`` (``graphs=False`` drops CUDA graphs)."""
+    kwargs: dict[str, Any] = {}
     dynamic = getattr(runtime, "compile_dynamic", None)
     if dynamic is not None:
         kwargs["dynamic"] = bool(dynamic)
-    dit.compile_repeated_blocks(**kwargs)
-    dit._zitflow_compiled = True
+    mode = getattr(runtime, "compile_mode", None)
+    if mode and (graphs or mode != "reduce-overhead"):
+        kwargs["mode"] = mode
+    return kwargs
+
+
+def compile_vae_decoder(vae: Any, runtime: Any, fingerprint: str, device: str) -> bool:
+    """Compile ``vae.decoder`` as one graph once (idempotent); True when it compiled now.
+
+    The decoder is not made of repeated blocks worth compiling apart; a whole-module compile
+    fuses its group norms and SiLUs around cuDNN's convolutions. Tiled decodes call the same
+    decoder on 64x64-latent tiles, one more size to compile.
+    """
+    kwargs = _options(runtime, graphs=False)  # one call per image: CUDA graphs save nothing, cost a pool
+    if getattr(vae.decoder, "_zitflow_compiled", None) == kwargs:
+        return False
+    prepare(runtime, fingerprint, device)
+    vae.decoder.compile(**kwargs)
+    vae.decoder._zitflow_compiled = kwargs
     return True
 
 

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -162,6 +163,8 @@ class ModelPool:
 
     def _key(self, config: ModelConfig, runtime: RuntimeConfig, component: str) -> tuple[str, str, str]:
         dtype = run_dtype_name(config, runtime) if component in MODULES else "-"
+        if component == "transformer" and runtime.precision != "auto":
+            dtype = f"{dtype}+{runtime.precision}"  # converted in place by models.precision: its own entry
         return (self.resolve(config).fingerprint, dtype, component)
 
     # -- components ----------------------------------------------------------------------------
@@ -171,6 +174,15 @@ class ModelPool:
         with self._lock:
             if key in self._entries:
                 return self._entries[key]
+            if "+" in key[1]:
+                # a converted DiT starts as the plain one, which it then replaces (one copy in memory);
+                # the conversion itself happens on the GPU (models.precision.apply_precision)
+                plain = replace(runtime, precision="auto")
+                obj = self.get(config, plain, component)
+                base = self._key(config, plain, component)
+                self._entries[key] = self._entries.pop(base)
+                self._states[key] = self._states.pop(base)
+                return obj
             resolved = self.resolve(config)
             if resolved.path is None:
                 raise ModelLoadError(f"model '{resolved.label}' was adopted in memory without '{component}'")

@@ -83,6 +83,19 @@ class Decode(Stage):
         width, height = latents.shape[-1] * scale, latents.shape[-2] * scale
 
         def work(plan, device):
-            return decode_latents(pool.vae(config, runtime), latents, device, plan.vae_tiling, VAE_TILE_PX)
+            vae = pool.vae(config, runtime)
+            compiled = runtime.compile and plan.name in ("resident", "staged", "model")
+            if compiled:
+                from torch._dynamo.utils import counters
+
+                from ..models import compile as zcompile
+
+                fingerprint = pool.resolve(config).fingerprint
+                zcompile.compile_vae_decoder(vae, runtime, fingerprint, device)
+                graphs_before = counters["stats"]["unique_graphs"]
+            pixels = decode_latents(vae, latents, device, plan.vae_tiling, VAE_TILE_PX)
+            if compiled and counters["stats"]["unique_graphs"] > graphs_before:
+                zcompile.save(runtime, fingerprint, device)
+            return pixels
 
         return Image(run_planned(ctx, pool, "vae", work, width=width, height=height))

@@ -127,7 +127,11 @@ class Denoise(Stage):
         from ..models.pool import pool_of
 
         pool = pool_of(ctx)
-        return pool.identity(*pool.settings(ctx))
+        config, runtime = pool.settings(ctx)
+        ident = pool.identity(config, runtime)
+        if runtime.precision != "auto":  # FP8 changes the numbers beyond bf16 rounding
+            ident["dit_precision"] = runtime.precision
+        return ident
 
     def run(self, params: DenoiseParams, inputs, ctx) -> Tensors:
         import torch
@@ -135,6 +139,7 @@ class Denoise(Stage):
 
         from ..models.placement import run_planned
         from ..models.pool import pool_of
+        from ..models.precision import PrecisionError, apply_attention, apply_precision, check_precision
         from ..progress import interactive
 
         pool = pool_of(ctx)
@@ -150,11 +155,19 @@ class Denoise(Stage):
             raise ValueError(f"stage '{stage}', field 'guidance_scale': {params.guidance_scale} needs negative "
                              f"embeddings, but the encode stage feeding 'embeds' ran with with_negative=false; "
                              f"set it to true there, or guidance_scale=0")
+        if runtime.precision != "auto":
+            check_precision(runtime.precision, runtime.resolved_device())
         vae_scale = pool.vae_scale_factor(config, runtime)
         show = runtime.progress != "off" and interactive(runtime.progress)
 
         def work(plan, device):
             dit = pool.transformer(config, runtime)
+            if runtime.precision != "auto" and plan.name != "resident":
+                raise PrecisionError(f"stage '{stage}': runtime.precision={runtime.precision} needs the DiT resident on "
+                                     f"the GPU, but the memory plan is '{plan}'; set runtime.offload=resident "
+                                     f"(the FP8 DiT takes ~half the bf16 memory) or runtime.precision=auto")
+            apply_precision(dit, runtime.precision, device)
+            apply_attention(dit, runtime.attention)
             compiled = runtime.compile and plan.name in ("resident", "staged", "model")
             if compiled:
                 from torch._dynamo.utils import counters

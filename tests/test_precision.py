@@ -1,0 +1,165 @@
+"""runtime.precision (FP8 DiT linears), runtime.attention (diffusers backend) and compile options:
+what they touch, what enters the cache key, and the errors a CPU run gets. FP8 numbers are
+checked on CUDA (skipped here without a GPU); its speed is measured by bench/speed_bench.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.test_generation_stages import chain
+from zitflow.cache.store import CacheStore
+from zitflow.config import ConfigError, ModelConfig, RuntimeConfig, load_section
+from zitflow.executor import Executor
+from zitflow.models import compile as zcompile
+from zitflow.models.pool import ModelPool
+from zitflow.models.precision import PrecisionError, apply_attention, apply_precision, is_fp8_linear
+from zitflow.recipe import build_graph
+from zitflow.stage import RunContext
+
+
+def runtime(**kw) -> RuntimeConfig:
+    return RuntimeConfig(device=kw.pop("device", "cpu"), progress="off", **kw)
+
+
+def ctx_for(rt: RuntimeConfig, pool: ModelPool | None = None) -> RunContext:
+    return RunContext(runtime=rt, models=pool or ModelPool(), model_config=ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def tiny_dit():
+    pool = ModelPool()
+    return pool.transformer(ModelConfig(), runtime())
+
+
+@pytest.mark.parametrize("field,value", [("precision", "fp4"), ("attention", "flash_9"), ("compile_mode", "fast")])
+def test_bad_values_name_the_field(field, value):
+    from omegaconf import OmegaConf
+
+    with pytest.raises(ConfigError, match=f"config 'runtime', field '{field}'"):
+        load_section("runtime", RuntimeConfig, OmegaConf.create({field: value}))
+
+
+def test_fp8_converts_exactly_the_block_linears(tiny_dit):
+    chosen = [n for n, m in tiny_dit.named_modules() if is_fp8_linear(m, n)]
+    blocks = len(tiny_dit.layers) + len(tiny_dit.noise_refiner) + len(tiny_dit.context_refiner)
+    # the tiny SwiGLU is 32 -> 85 wide: FP8 products need sides divisible by 16, so only attention converts
+    assert tiny_dit.layers[0].feed_forward.w1.out_features % 16
+    assert len(chosen) == 4 * blocks and all(".attention.to_" in n for n in chosen)
+    lin = torch.nn.Linear(32, 96)
+    assert is_fp8_linear(lin, "layers.3.feed_forward.w1") and is_fp8_linear(lin, "context_refiner.0.attention.to_q")
+    for name in ("layers.3.adaLN_modulation.0", "x_embedder.2-1", "cap_embedder.1", "all_final_layer.2-1.linear"):
+        assert not is_fp8_linear(lin, name)
+    assert not is_fp8_linear(torch.nn.Conv2d(32, 96, 1), "layers.3.feed_forward.w1")
+
+
+def test_fp8_enters_the_denoise_key_and_nothing_else(tmp_path):
+    graph = build_graph("gen", chain())
+    from zitflow.executor import plan
+
+    store = CacheStore(tmp_path)
+    pool = ModelPool()
+    keys = {name: plan(graph, store, ctx_for(runtime(**kw), pool))
+            for name, kw in {"auto": {}, "fp8": {"precision": "fp8"}, "cudnn": {"attention": "_native_cudnn"},
+                             "graphs": {"compile": True, "compile_mode": "reduce-overhead"}}.items()}
+    base = {s: p.key for s, p in keys["auto"].items()}
+    fp8 = {s: p.key for s, p in keys["fp8"].items()}
+    assert fp8["denoise"] != base["denoise"] and fp8["decode"] != base["decode"]  # downstream follows
+    assert fp8["encode"] == base["encode"] and fp8["size"] == base["size"]
+    for other in ("cudnn", "graphs"):
+        assert {s: p.key for s, p in keys[other].items()} == base
+
+
+def test_fp8_on_cpu_fails_before_denoising_and_says_why(tmp_path):
+    with pytest.raises(PrecisionError, match=r"runtime.precision=fp8: it needs a CUDA GPU of compute capability 8\.9"):
+        Executor(build_graph("gen", chain()), CacheStore(tmp_path), ctx_for(runtime(precision="fp8"))).execute()
+
+
+def test_fp8_pool_entry_replaces_the_plain_dit_without_a_second_load():
+    pool = ModelPool()
+    cfg = ModelConfig()
+    plain = pool.transformer(cfg, runtime())
+    fp8 = pool.transformer(cfg, runtime(precision="fp8"))
+    assert fp8 is plain and pool.loads["transformer"] == 1
+    assert [k for k in pool.loaded() if k[2] == "transformer"] == [(k[0], "float32+fp8", "transformer")
+                                                                     for k in pool.loaded() if k[2] == "transformer"]
+
+
+def test_attention_backend_is_set_reset_and_keeps_the_numbers(tiny_dit):
+    lat = [torch.randn(tiny_dit.config.in_channels, 1, 8, 8)]
+    cap = [torch.randn(12, tiny_dit.config.cap_feat_dim)]
+    t = torch.tensor([0.5])
+    with torch.no_grad():
+        ref = tiny_dit(lat, t, cap, return_dict=False)[0][0]
+        apply_attention(tiny_dit, "_native_math")
+        backends = {m.processor._attention_backend for m in tiny_dit.modules() if hasattr(m, "processor")}
+        math = tiny_dit(lat, t, cap, return_dict=False)[0][0]
+        apply_attention(tiny_dit, "auto")
+        reset = {m.processor._attention_backend for m in tiny_dit.modules() if hasattr(m, "processor")}
+    assert backends == {"_native_math"}  # a str enum: equal to its value
+    assert reset == {None}
+    assert torch.allclose(math, ref, atol=1e-4)
+
+
+def test_unusable_attention_backend_names_the_setting(tiny_dit):
+    try:
+        import flash_attn_interface  # noqa: F401
+    except ImportError:
+        with pytest.raises(PrecisionError, match=r"runtime.attention=_flash_3: diffusers refused it"):
+            apply_attention(tiny_dit, "_flash_3")
+    else:  # pragma: no cover - a machine with FlashAttention 3
+        pytest.skip("FlashAttention 3 is installed here")
+
+
+def test_compile_mode_reaches_torch_compile(tmp_path):
+    calls = []
+
+    class Dit:
+        def compile_repeated_blocks(self, **kw):
+            calls.append(kw)
+
+    class Decoder:
+        def compile(self, **kw):
+            calls.append(kw)
+
+    class Vae:
+        decoder = Decoder()
+
+    rt = runtime(compile=True, compile_mode="reduce-overhead", compile_dynamic=True,
+                 compile_cache_dir=str(tmp_path))
+    assert zcompile.compile_dit(Dit(), rt, "fp", "cpu") is True
+    vae = Vae()
+    assert zcompile.compile_vae_decoder(vae, rt, "fp", "cpu") is True
+    assert zcompile.compile_vae_decoder(vae, rt, "fp", "cpu") is False
+    # CUDA graphs for the DiT's 9 x N block calls; the decoder runs once per image, so it keeps the default
+    assert calls == [{"dynamic": True, "mode": "reduce-overhead"}, {"dynamic": True}]
+    # another mode later in the same process compiles again, with it
+    dit = Dit()
+    assert zcompile.compile_dit(dit, rt, "fp", "cpu") is True
+    assert zcompile.compile_dit(dit, rt, "fp", "cpu") is False
+    other = runtime(compile=True, compile_mode="max-autotune-no-cudagraphs", compile_cache_dir=str(tmp_path))
+    assert zcompile.compile_dit(dit, other, "fp", "cpu") is True
+    assert calls[-1] == {"mode": "max-autotune-no-cudagraphs"}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+                    reason="needs a CUDA GPU of compute capability 8.9+")
+def test_cuda_fp8_latents_stay_close_to_bf16(tmp_path):
+    pytest.importorskip("torchao")
+    stages = chain(width=128, height=128)
+    stages.pop("decode")
+    out = {}
+    for name in ("auto", "fp8"):
+        pool = ModelPool()
+        rt = runtime(device="cuda", offload="resident", precision=name)
+        store = CacheStore(tmp_path / name)
+        m = Executor(build_graph("gen", stages), store, ctx_for(rt, pool)).execute()
+        out[name] = store.load(next(r.key for r in m.stages if r.name == "denoise")).tensors["latents"]
+    diff = (out["fp8"] - out["auto"]).abs()
+    assert 0 < float(diff.mean()) < 0.1 * float(out["auto"].abs().mean())
+
+
+def test_apply_precision_auto_is_a_no_op(tiny_dit):
+    assert apply_precision(tiny_dit, "auto", "cpu") == 0
+    assert not hasattr(tiny_dit, "_zitflow_precision")

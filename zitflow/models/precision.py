@@ -1,0 +1,113 @@
+"""``runtime.precision`` and ``runtime.attention``: faster arithmetic for the DiT, opt-in.
+
+``runtime.precision=fp8`` converts the DiT's block linears (attention q/k/v/out and the SwiGLU
+feed-forward w1/w2/w3 of every ``layers``, ``noise_refiner`` and ``context_refiner`` block) to
+FP8 with torchao's ``Float8DynamicActivationFloat8WeightConfig``: weights become float8_e4m3
+with one scale per output row, activations are scaled per row on the fly, and the products run
+on the tensor cores' FP8 path (``torch._scaled_mm``) with bf16 output. Embedders, adaLN
+modulation (a single row per image) and the final layer stay bf16. It needs a GPU of compute
+capability 8.9 or newer (Ada, Hopper) and torchao (``pip install zitflow[fp8]``); it is worth
+it under ``runtime.compile``, which fuses the activation scaling into neighbouring kernels.
+
+FP8 changes the numbers beyond bf16 rounding, so, unlike the rest of ``runtime``, it enters the
+denoise stage's cache key (``dit_precision: fp8``); the parity report in docs/generation.md says
+how far its latents are from bf16's.
+
+``runtime.attention`` names a backend of diffusers' attention dispatch for the DiT (``native`` =
+``torch.nn.functional.scaled_dot_product_attention``'s own pick, ``_native_cudnn``, ``flex``,
+``_flash_3`` ...). Backends agree within bf16 rounding, so it stays out of the cache key.
+
+Hand-written here only the choice of layers: which modules are worth FP8 is a property of this
+architecture, not something torchao can know.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger("zitflow")
+
+PRECISIONS = ("auto", "fp8")
+
+#: diffusers attention backends offered through ``runtime.attention`` ("auto": leave the model's own).
+ATTENTION_BACKENDS = ("auto", "native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math", "flex",
+                      "flash", "_flash_3", "sage")
+
+#: the repeated blocks whose linears are converted
+_BLOCKS = ("layers.", "noise_refiner.", "context_refiner.")
+#: linear layers inside a block that are converted (adaLN modulation has one row per image: no gain)
+_LINEARS = (".attention.to_q", ".attention.to_k", ".attention.to_v", ".attention.to_out.0",
+            ".feed_forward.w1", ".feed_forward.w2", ".feed_forward.w3")
+
+
+class PrecisionError(RuntimeError):
+    """``runtime.precision`` or ``runtime.attention`` cannot be honoured here; the message says why."""
+
+
+def is_fp8_linear(module: Any, fqn: str) -> bool:
+    """True for the block linears that ``fp8`` converts (sides divisible by 16, as FP8 products need)."""
+    import torch
+
+    return (isinstance(module, torch.nn.Linear) and fqn.startswith(_BLOCKS) and fqn.endswith(_LINEARS)
+            and module.in_features % 16 == 0 and module.out_features % 16 == 0)
+
+
+def fp8_unavailable(device: str) -> str | None:
+    """Why FP8 cannot run on ``device`` (None when it can)."""
+    import torch
+
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return f"it needs a CUDA GPU of compute capability 8.9+ (Ada or Hopper); this run's device is '{device}'"
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < (8, 9):
+        return (f"it needs compute capability 8.9+ (Ada or Hopper); {torch.cuda.get_device_name(device)} "
+                f"has {major}.{minor}")
+    try:
+        import torchao  # noqa: F401
+    except ImportError:
+        return "it needs torchao: pip install 'zitflow[fp8]' (or pip install torchao)"
+    return None
+
+
+def check_precision(precision: str, device: str) -> None:
+    """Raise :class:`PrecisionError` (naming the setting) unless ``precision`` can run on ``device``."""
+    why = fp8_unavailable(device) if precision == "fp8" else None
+    if why:
+        raise PrecisionError(f"runtime.precision={precision}: {why}; use runtime.precision=auto")
+
+
+def apply_precision(dit: Any, precision: str, device: str) -> int:
+    """Convert ``dit`` to ``precision`` once (idempotent); returns the number of linears converted now.
+
+    The DiT must already be on ``device``. ``auto`` converts nothing; a DiT converted to FP8 is
+    never converted back (the pool keys it apart from the bf16 one).
+    """
+    if precision == "auto" or getattr(dit, "_zitflow_precision", "auto") == precision:
+        return 0
+    check_precision(precision, device)
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    names = [n for n, m in dit.named_modules() if is_fp8_linear(m, n)]
+    quantize_(dit, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
+              filter_fn=lambda m, fqn: is_fp8_linear(m, fqn))
+    dit._zitflow_precision = precision
+    log.info("runtime.precision=fp8: %d DiT linears now FP8 (row-wise scales)", len(names))
+    return len(names)
+
+
+def apply_attention(dit: Any, backend: str) -> None:
+    """Route ``dit``'s attention through diffusers' ``backend`` ("auto": the model's default)."""
+    current = getattr(dit, "_zitflow_attention", "auto")
+    if current == backend:
+        return
+    if backend == "auto":
+        dit.reset_attention_backend()
+        dit._zitflow_attention = "auto"
+        return
+    try:
+        dit.set_attention_backend(backend)
+    except Exception as e:  # diffusers checks the backend's package and hardware
+        raise PrecisionError(f"runtime.attention={backend}: diffusers refused it ({type(e).__name__}: {e}); "
+                             f"use runtime.attention=auto") from None
+    dit._zitflow_attention = backend
