@@ -19,6 +19,19 @@ zitflow on one store, where the prompt is encoded once and reused.
 ``--compile``: the same 1024x1024 row with ``runtime.compile=true`` (regional compilation of the
 repeated DiT blocks), its cold first-run seconds, and latents against eager.
 
+``--variants``: 1024x1024 under each runtime variant of :data:`VARIANTS` (attention backends,
+compilation, CUDA graphs, FP8), in that order (compiled blocks stay compiled and FP8 converts the DiT in
+place, so eager rows come first and FP8 last; every stock row is measured before them):
+cold first run, then medians of encode / denoise / decode / total, the ratio to stock's total in
+this run, and the latents' max and mean abs difference to eager bf16 at the same seed. A
+variant that cannot run here (a backend not installed) is reported with its error.
+
+``--batch N``: stock ``ZImagePipeline`` with ``num_images_per_prompt=N`` against N single calls,
+to see what batching a sweep's seeds into one denoise would gain.
+
+``--lean``: zitflow's encode stage skips the negative prompt (``with_negative=false``), as stock
+does at guidance 0; the default encodes it for later guidance sweeps.
+
 Prints a table and writes JSON (``--out``). Runs on a CUDA machine only.
 
 Usage::
@@ -53,6 +66,21 @@ from zitflow.stage import RunContext  # noqa: E402
 SIZES = "512x512,768x768,1024x1024,1088x1920,1920x1088"
 STEPS = 9
 
+#: name -> runtime overrides, measured in this order by ``--variants`` (FP8 last: it converts in place)
+VARIANTS = {
+    "eager": {},
+    "eager+cudnn": {"attention": "_native_cudnn"},
+    "eager+fa3": {"attention": "_flash_3"},
+    "compile": {"compile": True},
+    "compile+cudnn": {"compile": True, "attention": "_native_cudnn"},
+    "compile+flex": {"compile": True, "attention": "flex"},
+    "compile+cudnn+graphs": {"compile": True, "attention": "_native_cudnn", "compile_mode": "reduce-overhead"},
+    "compile+fp8": {"compile": True, "precision": "fp8"},
+    "compile+fp8+cudnn": {"compile": True, "precision": "fp8", "attention": "_native_cudnn"},
+    "compile+fp8+cudnn+graphs": {"compile": True, "precision": "fp8", "attention": "_native_cudnn",
+                                 "compile_mode": "reduce-overhead"},
+}
+
 
 def sync() -> None:
     import torch
@@ -60,9 +88,9 @@ def sync() -> None:
     torch.cuda.synchronize()
 
 
-def graph_for(width: int, height: int, seed: int, prompt: str = PROMPT, decode: bool = True):
+def graph_for(width: int, height: int, seed: int, prompt: str = PROMPT, decode: bool = True, lean: bool = False):
     stages = {
-        "encode": {"kind": "encode", "prompt": prompt},
+        "encode": {"kind": "encode", "prompt": prompt, "with_negative": not lean},
         "denoise": {"kind": "denoise", "inputs": {"embeds": "encode"}, "seed": seed, "width": width,
                     "height": height, "steps": STEPS},
     }
@@ -88,6 +116,17 @@ class Bench:
                                    transformer=c["transformer"])
         self.pipe.set_progress_bar_config(disable=True)
         self.torch = torch
+        self.lean = False
+
+    def stock_batch(self, w: int, h: int, seeds: list[int]):
+        """One stock call making len(seeds) images (a generator per seed); seconds."""
+        torch = self.torch
+        sync()
+        t0 = time.perf_counter()
+        self.pipe(prompt=PROMPT, height=h, width=w, num_inference_steps=STEPS, guidance_scale=0.0,
+                  num_images_per_prompt=len(seeds), generator=[torch.Generator("cpu").manual_seed(s) for s in seeds])
+        sync()
+        return time.perf_counter() - t0
 
     # -- one run each -------------------------------------------------------------------------
 
@@ -101,13 +140,14 @@ class Bench:
         return time.perf_counter() - t0, out.images
 
     def zitflow(self, w: int, h: int, seed: int, store: CacheStore | None = None, decode: bool = True,
-                runtime: RuntimeConfig | None = None):
+                runtime: RuntimeConfig | None = None, lean: bool | None = None):
         ctx = RunContext(runtime=runtime or self.runtime, models=self.pool, model_config=self.config)
         with tempfile.TemporaryDirectory(prefix="zitflow-speed-") as tmp:
             store = store or CacheStore(tmp)
             sync()
             t0 = time.perf_counter()
-            manifest = Executor(graph_for(w, h, seed, decode=decode), store, ctx).execute()
+            lean = self.lean if lean is None else lean
+            manifest = Executor(graph_for(w, h, seed, decode=decode, lean=lean), store, ctx).execute()
             sync()
             wall = time.perf_counter() - t0
             stages = {r.name: r.seconds for r in manifest.stages}
@@ -158,6 +198,10 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sweep", type=int, default=0, help="seeds of the sweep-throughput row (0: skip)")
     ap.add_argument("--compile", action="store_true", help="add the runtime.compile=true row at 1024x1024")
+    ap.add_argument("--variants", default="", help="comma-separated names of VARIANTS to measure at 1024 ('all')")
+    ap.add_argument("--sweep-variant", default="eager", help="runtime variant of zitflow's sweep row")
+    ap.add_argument("--batch", type=int, default=0, help="images of the batched stock row (0: skip)")
+    ap.add_argument("--lean", action="store_true", help="encode without the negative prompt, as stock at guidance 0")
     ap.add_argument("--max-seconds", type=float, default=480.0, help="start no new section after this")
     ap.add_argument("--out", default="speed_bench.json")
     args = ap.parse_args()
@@ -165,9 +209,11 @@ def main() -> int:
         print("speed_bench needs CUDA", file=sys.stderr)
         return 2
     start = time.perf_counter()
+    torch._dynamo.config.cache_size_limit = 64  # one graph per variant x size: stay compiled, never fall back
     b = Bench()
+    b.lean = args.lean
     rows, extra = [], {}
-    for item in args.sizes.split(","):
+    for item in [s for s in args.sizes.split(",") if s]:
         if time.perf_counter() - start > args.max_seconds:
             rows.append({"size": item, "skipped": "max-seconds reached"})
             continue
@@ -201,25 +247,29 @@ def main() -> int:
         gc.collect()
         torch.cuda.empty_cache()
 
+    # stock rows first: the variants below compile and convert the very DiT that stock's pipeline holds
+    stock_sweep_s = None
     if args.sweep and time.perf_counter() - start < args.max_seconds:
-        n, w, h = args.sweep, 1024, 1024
-        b.stock(w, h, 0)
+        b.stock(1024, 1024, 0)
         t0 = time.perf_counter()
-        for s in range(n):
-            b.stock(w, h, 100 + s)
-        stock_s = time.perf_counter() - t0
-        with tempfile.TemporaryDirectory(prefix="zitflow-sweep-") as tmp:
-            store = CacheStore(tmp)
-            t0 = time.perf_counter()
-            for s in range(n):
-                b.zitflow(w, h, 100 + s, store=store)
-            zit_s = time.perf_counter() - t0
-        extra["sweep"] = {"seeds": n, "size": "1024x1024", "stock_s": round(stock_s, 2), "zitflow_s": round(zit_s, 2),
-                          "stock_images_per_hour": round(n * 3600 / stock_s), "zitflow_images_per_hour":
-                          round(n * 3600 / zit_s), "ratio": round(zit_s / stock_s, 3)}
-        print(f"sweep of {n} seeds at 1024: stock {stock_s:.1f} s, zitflow {zit_s:.1f} s "
-              f"({extra['sweep']['zitflow_images_per_hour']} vs {extra['sweep']['stock_images_per_hour']} images/h)",
-              flush=True)
+        for s in range(args.sweep):
+            b.stock(1024, 1024, 100 + s)
+        stock_sweep_s = time.perf_counter() - t0
+
+    if args.batch and time.perf_counter() - start < args.max_seconds:
+        n = args.batch
+        seeds = list(range(200, 200 + n))
+        b.stock_batch(1024, 1024, seeds[:1])
+        single = [b.stock(1024, 1024, s_)[0] for s_ in seeds]
+        torch.cuda.reset_peak_memory_stats()
+        b.stock_batch(1024, 1024, seeds)  # warm-up at this batch size
+        batched = [b.stock_batch(1024, 1024, seeds) for _ in range(2)]
+        extra["batch"] = {"images": n, "size": "1024x1024", "single_calls_s": round(sum(single), 3),
+                          "one_batched_call_s": round(min(batched), 3),
+                          "speedup": round(sum(single) / min(batched), 3),
+                          "batched_peak_gib": round(torch.cuda.max_memory_allocated() / GiB, 2)}
+        print(f"batch of {n} at 1024: {n} stock calls {sum(single):.2f} s, one batched call {min(batched):.2f} s "
+              f"(x{extra['batch']['speedup']})", flush=True)
 
     if args.compile and time.perf_counter() - start < args.max_seconds:
         w = h = 1024
@@ -237,6 +287,32 @@ def main() -> int:
         print(f"compiled 1024: cold first denoise {cold[1]['denoise']:.1f} s, then denoise {den:.3f} s, "
               f"total {tot:.3f} s; latents vs eager {extra['compile']['parity_vs_eager']}", flush=True)
 
+    stock_1024 = next((r["stock"]["total_s"] for r in rows if r.get("size") == "1024x1024"), None)
+    names = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
+    if names:
+        if stock_1024 is None:
+            stock_1024 = statistics.median(r[0] for r in median_of(lambda: b.stock(1024, 1024, 1234), args.repeats))
+        extra["variants"] = run_variants(b, names, args.repeats, stock_1024, start, args.max_seconds)
+        extra["variants_stock_total_s"] = round(stock_1024, 3)
+
+    if stock_sweep_s is not None and time.perf_counter() - start < args.max_seconds:
+        n, w, h = args.sweep, 1024, 1024
+        rt = variant_runtime(args.sweep_variant)
+        b.zitflow(w, h, 99, runtime=rt)  # warm-up (compiles, when the variant compiles)
+        with tempfile.TemporaryDirectory(prefix="zitflow-sweep-") as tmp:
+            store = CacheStore(tmp)
+            t0 = time.perf_counter()
+            for s in range(n):
+                b.zitflow(w, h, 100 + s, store=store, runtime=rt)
+            zit_s = time.perf_counter() - t0
+        extra["sweep"] = {"seeds": n, "size": "1024x1024", "variant": args.sweep_variant, "lean": args.lean,
+                          "stock_s": round(stock_sweep_s, 2), "zitflow_s": round(zit_s, 2),
+                          "stock_images_per_hour": round(n * 3600 / stock_sweep_s),
+                          "zitflow_images_per_hour": round(n * 3600 / zit_s), "ratio": round(zit_s / stock_sweep_s, 3)}
+        print(f"sweep of {n} seeds at 1024: stock {stock_sweep_s:.1f} s, zitflow ({args.sweep_variant}) {zit_s:.1f} s "
+              f"({extra['sweep']['zitflow_images_per_hour']} vs {extra['sweep']['stock_images_per_hour']} images/h)",
+              flush=True)
+
     print_table(rows, extra)
     info = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "steps": STEPS,
             "model": "random full-size Z-Image-Turbo (bf16)", "repeats": args.repeats,
@@ -244,6 +320,52 @@ def main() -> int:
     Path(args.out).write_text(json.dumps({"info": info, "rows": rows, **extra}, indent=2))
     print(f"wrote {args.out}")
     return 0
+
+
+def variant_runtime(name: str) -> RuntimeConfig:
+    return RuntimeConfig(device="cuda", offload="resident", progress="off", **VARIANTS[name])
+
+
+def run_variants(b: Bench, names: list[str], repeats: int, stock_total: float, start: float,
+                 max_seconds: float) -> list[dict]:
+    """Each runtime variant at 1024x1024: cold run, medians, ratio to stock, latents vs eager bf16."""
+    torch = b.torch
+    w = h = 1024
+    seed = 7
+    out, ref = [], None
+    for name in names:
+        if time.perf_counter() - start > max_seconds:
+            out.append({"variant": name, "skipped": "max-seconds reached"})
+            continue
+        rt = variant_runtime(name)
+        try:
+            t0 = time.perf_counter()
+            cold = b.zitflow(w, h, seed, runtime=rt)
+            cold_s = time.perf_counter() - t0
+            torch.cuda.reset_peak_memory_stats()
+            runs = [b.zitflow(w, h, seed, runtime=rt) for _ in range(repeats)]
+        except Exception as e:  # noqa: BLE001 - a backend missing here is a result, not a crash
+            msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            out.append({"variant": name, "runtime": VARIANTS[name], "error": msg})
+            print(f"variant {name}: cannot run here ({msg})", flush=True)
+            continue
+        if ref is None:
+            ref = runs[-1][2]
+        med = {k: statistics.median(r[1][k] for r in runs) for k in ("encode", "denoise", "decode")}
+        total = statistics.median(r[0] for r in runs)
+        row = {"variant": name, "runtime": VARIANTS[name], "cold_first_run_s": round(cold_s, 2),
+               "total_s": round(total, 3), **{f"{k}_s": round(v, 3) for k, v in med.items()},
+               "overhead_s": round(total - sum(med.values()), 3),
+               "peak_gib": round(torch.cuda.max_memory_allocated() / GiB, 2),
+               "ratio_vs_stock": round(total / stock_total, 3),
+               "latents_vs_eager_bf16": latent_diff(runs[-1][2], ref),
+               "deterministic": bool(torch.equal(runs[0][2], runs[-1][2]))}
+        out.append(row)
+        print(f"variant {name:26s} cold {cold_s:6.1f} s  total {total:.3f} s (enc {med['encode']:.3f} den "
+              f"{med['denoise']:.3f} dec {med['decode']:.3f})  x{row['ratio_vs_stock']:.2f} of stock  "
+              f"latents vs eager max {row['latents_vs_eager_bf16']['max_abs']} mean "
+              f"{row['latents_vs_eager_bf16']['mean_abs']}", flush=True)
+    return out
 
 
 def print_table(rows: list[dict], extra: dict) -> None:
@@ -258,8 +380,23 @@ def print_table(rows: list[dict], extra: dict) -> None:
         print(f"| {r['size']} | {s['total_s']:.3f} | {z['total_s']:.3f} | {r['ratio_total']:.2f} | {z['encode_s']:.3f} "
               f"| {z['denoise_s']:.3f} | {z['decode_s']:.3f} | {s['peak_gib']} | {z['peak_gib']} | "
               f"{r['dit_tflops_per_s']} | {r['parity_latents']['max_abs']} |")
+    variants = extra.get("variants") or []
+    if variants:
+        print(f"\n1024x1024 variants (stock total {extra.get('variants_stock_total_s')} s in this run)\n")
+        print("| variant | cold first run s | total s | ratio to stock | encode s | denoise s | decode s | overhead s "
+              "| peak GiB | latents max abs vs eager | mean abs |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for v in variants:
+            if "total_s" not in v:
+                print(f"| {v['variant']} | {v.get('error') or v.get('skipped')} |")
+                continue
+            d = v["latents_vs_eager_bf16"]
+            print(f"| {v['variant']} | {v['cold_first_run_s']} | {v['total_s']} | {v['ratio_vs_stock']} | {v['encode_s']} "
+                  f"| {v['denoise_s']} | {v['decode_s']} | {v['overhead_s']} | {v['peak_gib']} | {d['max_abs']} "
+                  f"| {d['mean_abs']} |")
     for k, v in extra.items():
-        print(f"{k}: {v}")
+        if k not in ("variants",):
+            print(f"{k}: {v}")
 
 
 if __name__ == "__main__":
