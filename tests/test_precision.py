@@ -32,7 +32,8 @@ def tiny_dit():
     return pool.transformer(ModelConfig(), runtime())
 
 
-@pytest.mark.parametrize("field,value", [("precision", "fp4"), ("attention", "flash_9"), ("compile_mode", "fast")])
+@pytest.mark.parametrize("field,value", [("precision", "fp4"), ("attention", "flash_9"), ("compile_mode", "fast"),
+                                               ("compile_mode", "reduce-overhead")])
 def test_bad_values_name_the_field(field, value):
     from omegaconf import OmegaConf
 
@@ -61,12 +62,12 @@ def test_fp8_enters_the_denoise_key_and_nothing_else(tmp_path):
     pool = ModelPool()
     keys = {name: plan(graph, store, ctx_for(runtime(**kw), pool))
             for name, kw in {"auto": {}, "fp8": {"precision": "fp8"}, "cudnn": {"attention": "_native_cudnn"},
-                             "graphs": {"compile": True, "compile_mode": "reduce-overhead"}}.items()}
+                             "autotune": {"compile": True, "compile_mode": "max-autotune-no-cudagraphs"}}.items()}
     base = {s: p.key for s, p in keys["auto"].items()}
     fp8 = {s: p.key for s, p in keys["fp8"].items()}
     assert fp8["denoise"] != base["denoise"] and fp8["decode"] != base["decode"]  # downstream follows
     assert fp8["encode"] == base["encode"] and fp8["size"] == base["size"]
-    for other in ("cudnn", "graphs"):
+    for other in ("cudnn", "autotune"):
         assert {s: p.key for s, p in keys[other].items()} == base
 
 
@@ -125,21 +126,20 @@ def test_compile_mode_reaches_torch_compile(tmp_path):
     class Vae:
         decoder = Decoder()
 
-    rt = runtime(compile=True, compile_mode="reduce-overhead", compile_dynamic=True,
+    rt = runtime(compile=True, compile_mode="max-autotune-no-cudagraphs", compile_dynamic=True,
                  compile_cache_dir=str(tmp_path))
     assert zcompile.compile_dit(Dit(), rt, "fp", "cpu") is True
     vae = Vae()
     assert zcompile.compile_vae_decoder(vae, rt, "fp", "cpu") is True
     assert zcompile.compile_vae_decoder(vae, rt, "fp", "cpu") is False
-    # CUDA graphs for the DiT's 9 x N block calls; the decoder runs once per image, so it keeps the default
-    assert calls == [{"dynamic": True, "mode": "reduce-overhead"}, {"dynamic": True}]
+    assert calls == [{"dynamic": True, "mode": "max-autotune-no-cudagraphs"}] * 2
     # another mode later in the same process compiles again, with it
     dit = Dit()
     assert zcompile.compile_dit(dit, rt, "fp", "cpu") is True
     assert zcompile.compile_dit(dit, rt, "fp", "cpu") is False
-    other = runtime(compile=True, compile_mode="max-autotune-no-cudagraphs", compile_cache_dir=str(tmp_path))
+    other = runtime(compile=True, compile_mode="default", compile_cache_dir=str(tmp_path))
     assert zcompile.compile_dit(dit, other, "fp", "cpu") is True
-    assert calls[-1] == {"mode": "max-autotune-no-cudagraphs"}
+    assert calls[-1] == {"mode": "default"}
 
 
 @pytest.mark.gpu
@@ -163,3 +163,32 @@ def test_cuda_fp8_latents_stay_close_to_bf16(tmp_path):
 def test_apply_precision_auto_is_a_no_op(tiny_dit):
     assert apply_precision(tiny_dit, "auto", "cpu") == 0
     assert not hasattr(tiny_dit, "_zitflow_precision")
+
+
+def test_an_fp8_dit_is_the_same_model_to_the_placer():
+    """Encoding under the resident plan leaves the FP8 DiT on the GPU (a foreign model would be moved off)."""
+    from zitflow.models.memory import Plan
+    from zitflow.models.placement import arrange
+
+    moved = []
+
+    class Module:
+        def __init__(self, name):
+            self.name = name
+
+        def parameters(self):
+            moved.append(self.name)
+            return iter(())
+
+        def buffers(self):
+            return iter(())
+
+        def to(self, device):
+            moved.append(self.name)
+
+    entries = {("fp", "bfloat16+fp8", "transformer"): Module("dit"), ("fp", "bfloat16", "text_encoder"): Module("te"),
+               ("other", "bfloat16", "vae"): Module("foreign vae")}
+    states = {k: "gpu" for k in entries}
+    arrange(entries, states, ("fp", "bfloat16", "text_encoder"), Plan("resident"), "cuda:0")
+    assert states[("fp", "bfloat16+fp8", "transformer")] == "gpu" and "dit" not in moved
+    assert states[("other", "bfloat16", "vae")] == "cpu"

@@ -101,14 +101,14 @@ def compile_dit(dit: Any, runtime: Any, fingerprint: str, device: str) -> bool:
     return True
 
 
-def _options(runtime: Any, graphs: bool = True) -> dict[str, Any]:
-    """torch.compile keyword arguments from ``runtime`` (``graphs=False`` drops CUDA graphs)."""
+def _options(runtime: Any) -> dict[str, Any]:
+    """torch.compile keyword arguments from ``runtime``."""
     kwargs: dict[str, Any] = {}
     dynamic = getattr(runtime, "compile_dynamic", None)
     if dynamic is not None:
         kwargs["dynamic"] = bool(dynamic)
     mode = getattr(runtime, "compile_mode", None)
-    if mode and (graphs or mode != "reduce-overhead"):
+    if mode:
         kwargs["mode"] = mode
     return kwargs
 
@@ -120,7 +120,7 @@ def compile_vae_decoder(vae: Any, runtime: Any, fingerprint: str, device: str) -
     fuses its group norms and SiLUs around cuDNN's convolutions. Tiled decodes call the same
     decoder on 64x64-latent tiles, one more size to compile.
     """
-    kwargs = _options(runtime, graphs=False)  # one call per image: CUDA graphs save nothing, cost a pool
+    kwargs = _options(runtime)
     if getattr(vae.decoder, "_zitflow_compiled", None) == kwargs:
         return False
     prepare(runtime, fingerprint, device)

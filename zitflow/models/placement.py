@@ -58,12 +58,20 @@ def _tensors(module):
     yield from module.buffers()
 
 
+def has_subclass_tensors(module) -> bool:
+    """Whether ``module`` holds tensor subclasses (torchao's FP8 weights): those move with
+    ``module.to``, unpinned, since their storage is not one plain tensor."""
+    import torch
+
+    return any(type(t.data) is not torch.Tensor for t in _tensors(module))
+
+
 def to_gpu(module, device: str) -> None:
     """Move ``module`` to ``device``; from pinned host copies (made on first use) when pinning is on."""
     global PIN_MEMORY
     import torch
 
-    if not (PIN_MEMORY and torch.device(device).type == "cuda"):
+    if not (PIN_MEMORY and torch.device(device).type == "cuda") or has_subclass_tensors(module):
         module.to(device)
         return
     for t in _tensors(module):
@@ -87,6 +95,9 @@ def to_cpu(module) -> None:
     when pinning is on), else a plain ``.to("cpu")``."""
     import torch
 
+    if has_subclass_tensors(module):
+        module.to("cpu")
+        return
     for t in _tensors(module):
         if t.device.type == "cpu":
             continue
@@ -163,6 +174,11 @@ def set_state(module, current: str, target: str, device: str) -> None:
                                use_stream=on_cuda, non_blocking=on_cuda)
 
 
+def model_of(key: tuple) -> tuple[str, str]:
+    """(model fingerprint, dtype) of a pool key; an FP8-converted DiT ("bfloat16+fp8") is the same model."""
+    return key[0], key[1].split("+")[0]
+
+
 def arrange(entries: dict[tuple, Any], states: dict[tuple, str], key: tuple, plan: Plan, device: str) -> None:
     """Place every loaded module so that the module at ``key`` = (model, dtype, component) can run.
 
@@ -176,7 +192,7 @@ def arrange(entries: dict[tuple, Any], states: dict[tuple, str], key: tuple, pla
     for other, module in entries.items():
         if other == key or other[2] not in MODULES or states.get(other, "cpu") in ("cpu", "group", "sequential"):
             continue  # group-offloaded modules hold no GPU memory between calls
-        foreign = other[:2] != key[:2]
+        foreign = model_of(other) != model_of(key)
         if foreign or must_leave(plan, running, other[2]):
             set_state(module, states[other], "cpu", device)
             states[other] = "cpu"
