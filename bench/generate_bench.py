@@ -97,6 +97,12 @@ def build_random_zimage(pool: ModelPool, device: str) -> ModelConfig:
         torch.set_default_dtype(old)
     for m in (text_encoder, transformer, vae):
         m.requires_grad_(False)
+    with torch.no_grad():  # diffusers starts the padding tokens at zeros; a checkpoint has trained ones
+        gen = torch.Generator(device).manual_seed(1)
+        for name in ("x_pad_token", "cap_pad_token"):
+            pad = getattr(transformer, name, None)
+            if pad is not None:
+                pad.normal_(0.0, 0.02, generator=gen)
     config = ModelConfig(name="random-zimage-turbo", source="local", path="/bench/random-zimage-turbo",
                          dtype="bfloat16")
     pool.adopt(config, {"tokenizer": build_tokenizer(), "text_encoder": text_encoder, "transformer": transformer,

@@ -102,6 +102,21 @@ def test_attention_backend_is_set_reset_and_keeps_the_numbers(tiny_dit):
     assert torch.allclose(math, ref, atol=1e-4)
 
 
+def test_auto_after_a_backend_restores_the_process_default(tiny_dit):
+    """diffusers makes a set backend the process-wide default; ``auto`` must undo that too, or a
+    later run in the same process (a multirun job) would keep the last run's backend."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry as registry
+
+    default = registry._active_backend
+    apply_attention(tiny_dit, "_native_math")
+    assert registry._active_backend == "_native_math"
+    apply_attention(tiny_dit, "auto")
+    assert registry._active_backend == default
+    with pytest.raises(PrecisionError):
+        apply_attention(tiny_dit, "_flash_3")  # refused here (no FlashAttention 3): the default stays
+    assert registry._active_backend == default and tiny_dit._zitflow_attention == "auto"
+
+
 def test_unusable_attention_backend_names_the_setting(tiny_dit):
     try:
         import flash_attn_interface  # noqa: F401
@@ -158,6 +173,33 @@ def test_cuda_fp8_latents_stay_close_to_bf16(tmp_path):
         out[name] = store.load(next(r.key for r in m.stages if r.name == "denoise")).tensors["latents"]
     diff = (out["fp8"] - out["auto"]).abs()
     assert 0 < float(diff.mean()) < 0.1 * float(out["auto"].abs().mean())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+                    reason="needs a CUDA GPU of compute capability 8.9+")
+def test_cuda_fp8_all_zero_rows_stay_finite():
+    """A zeroed token (diffusers starts the padding tokens at zeros) must not become 0/0 = NaN,
+    which attention would spread to every token."""
+    pytest.importorskip("torchao")
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.to_q = torch.nn.Linear(256, 512)
+
+    dit = torch.nn.Module()
+    dit.layers = torch.nn.ModuleList([torch.nn.Module()])
+    dit.layers[0].attention = Block()
+    dit = dit.to("cuda", torch.bfloat16)
+    x = torch.randn(64, 256, device="cuda", dtype=torch.bfloat16)
+    x[5] = 0
+    ref = dit.layers[0].attention.to_q(x)
+    assert apply_precision(dit, "fp8", "cuda") == 1
+    y = dit.layers[0].attention.to_q(x)
+    assert torch.isfinite(y).all()
+    assert torch.allclose(y[5], dit.layers[0].attention.to_q.bias.to(y.dtype))  # a zero row gives the bias alone
+    assert float((y - ref).abs().mean()) < 0.05 * float(ref.abs().mean())
 
 
 def test_apply_precision_auto_is_a_no_op(tiny_dit):

@@ -9,6 +9,10 @@ modulation (a single row per image) and the final layer stay bf16. It needs a GP
 capability 8.9 or newer (Ada, Hopper) and torchao (``pip install zitflow[fp8]``); it is worth
 it under ``runtime.compile``, which fuses the activation scaling into neighbouring kernels.
 
+An all-zero activation row (a zeroed padding token, say) would get a scale of 0 and turn 0/0 into
+NaN, which attention then spreads to every token; the activation amax is floored at
+:data:`FP8_ACTIVATION_LB` so such a row quantizes to zeros instead.
+
 FP8 changes the numbers beyond bf16 rounding, so, unlike the rest of ``runtime``, it enters the
 denoise stage's cache key (``dit_precision: fp8``); the parity report in docs/generation.md says
 how far its latents are from bf16's.
@@ -33,6 +37,9 @@ PRECISIONS = ("auto", "fp8")
 #: diffusers attention backends offered through ``runtime.attention`` ("auto": leave the model's own).
 ATTENTION_BACKENDS = ("auto", "native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math", "flex",
                       "flash", "_flash_3", "sage")
+
+#: floor of a row's amax when its FP8 scale is computed (an all-zero row must not divide by zero)
+FP8_ACTIVATION_LB = 1e-12
 
 #: the repeated blocks whose linears are converted
 _BLOCKS = ("layers.", "noise_refiner.", "context_refiner.")
@@ -89,25 +96,46 @@ def apply_precision(dit: Any, precision: str, device: str) -> int:
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
     names = [n for n, m in dit.named_modules() if is_fp8_linear(m, n)]
-    quantize_(dit, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), activation_value_lb=FP8_ACTIVATION_LB)
+    quantize_(dit, config,
               filter_fn=lambda m, fqn: is_fp8_linear(m, fqn))
     dit._zitflow_precision = precision
     log.info("runtime.precision=fp8: %d DiT linears now FP8 (row-wise scales)", len(names))
     return len(names)
 
 
+def _registry():
+    """diffusers' attention-backend registry, whose *active* backend is process-wide state."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    return _AttentionBackendRegistry
+
+
 def apply_attention(dit: Any, backend: str) -> None:
-    """Route ``dit``'s attention through diffusers' ``backend`` ("auto": the model's default)."""
+    """Route ``dit``'s attention through diffusers' ``backend`` ("auto": the model's default).
+
+    diffusers' ``set_attention_backend`` also makes the backend the process-wide default, and
+    ``reset_attention_backend`` only clears the model's processors, which then fall back to that
+    default: so ``auto`` also puts back the default that was active before the first change
+    (otherwise a later ``auto`` run in the same process would keep the last backend).
+    """
     current = getattr(dit, "_zitflow_attention", "auto")
     if current == backend:
         return
     if backend == "auto":
         dit.reset_attention_backend()
+        default = getattr(dit, "_zitflow_default_backend", None)
+        if default is not None:
+            _registry().set_active_backend(default)
         dit._zitflow_attention = "auto"
         return
+    before = _registry()._active_backend
     try:
         dit.set_attention_backend(backend)
     except Exception as e:  # diffusers checks the backend's package and hardware
+        _registry().set_active_backend(before)
         raise PrecisionError(f"runtime.attention={backend}: diffusers refused it ({type(e).__name__}: {e}); "
                              f"use runtime.attention=auto") from None
+    if not hasattr(dit, "_zitflow_default_backend"):
+        dit._zitflow_default_backend = before
     dit._zitflow_attention = backend
