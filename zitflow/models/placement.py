@@ -8,8 +8,8 @@ group offload). :func:`arrange` moves modules so that one component can run unde
 plan           the running component                               the others (if on the GPU)
 =============  ==================================================  ==========================
 resident       gpu                                                 stay
-staged         gpu                                                 text encoder <-> DiT swap
-                                                                   out; the VAE stays
+staged         gpu                                                 text encoder and DiT leave
+                                                                   (the VAE stays)
 model          gpu                                                 moved to the CPU
 group          group (VAE: gpu)                                    moved to the CPU
 sequential     sequential (VAE: gpu)                               moved to the CPU
@@ -134,9 +134,8 @@ def must_leave(plan: Plan, running: str, other: str) -> bool:
     """Whether module ``other`` (of the same model) must leave the GPU for ``running`` under ``plan``."""
     if plan.name == "resident":
         return False
-    if plan.name == "staged":
-        return (running == "text_encoder" and other == "transformer") or (
-            running != "text_encoder" and other == "text_encoder")
+    if plan.name == "staged":  # one large model at a time; the VAE stays
+        return other != "vae"
     return True
 
 
