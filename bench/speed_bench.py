@@ -80,10 +80,43 @@ VARIANTS = {
 }
 
 
+#: where the bench runs: "cuda" (the measurement), or "cpu" with --tiny (a smoke run of this script)
+DEVICE = "cuda"
+#: (width, height) of the sweep, batch, compile, plan and variant sections (``--at``)
+AT = (1024, 1024)
+
+
+def at_name() -> str:
+    return f"{AT[0]}x{AT[1]}"
+
+
 def sync() -> None:
     import torch
 
-    torch.cuda.synchronize()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def reset_peak() -> None:
+    import torch
+
+    if DEVICE == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib() -> float:
+    """Peak GPU memory allocated since :func:`reset_peak`, GiB (0 on the CPU)."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / GiB if DEVICE == "cuda" else 0.0
+
+
+def empty_cache() -> None:
+    import torch
+
+    gc.collect()
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
 
 
 def graph_for(width: int, height: int, seed: int, prompt: str = PROMPT, decode: bool = True, lean: bool = False):
@@ -98,15 +131,21 @@ def graph_for(width: int, height: int, seed: int, prompt: str = PROMPT, decode: 
 
 
 class Bench:
-    def __init__(self):
+    def __init__(self, tiny: bool = False):
         import torch
         from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline
 
+        from zitflow.config import ModelConfig
         from zitflow.models.tiny import ZIMAGE_SCHEDULER
 
         self.pool = ModelPool()
-        self.config = build_random_zimage(self.pool, "cuda")
-        self.runtime = RuntimeConfig(device="cuda", offload="resident", progress="off")
+        self.runtime = runtime_for()
+        if tiny:  # the tiny model, loaded through the pool as a run would
+            self.config = ModelConfig()
+            for load in (self.pool.text_encoder, self.pool.transformer, self.pool.vae):
+                load(self.config, self.runtime)
+        else:
+            self.config = build_random_zimage(self.pool, DEVICE)
         self.components = self.pool.components(self.config)
         c = self.components
         self.pipe = ZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(**ZIMAGE_SCHEDULER), vae=c["vae"],
@@ -138,17 +177,22 @@ class Bench:
         return time.perf_counter() - t0, out.images
 
     def zitflow(self, w: int, h: int, seed: int, store: CacheStore | None = None, decode: bool = True,
-                runtime: RuntimeConfig | None = None, lean: bool | None = None):
+                runtime: RuntimeConfig | None = None, lean: bool | None = None, prompt: str = PROMPT,
+                peaks: dict | None = None):
+        """One executor run: (wall s, {stage: s}, latents); ``peaks`` gets {stage: peak GiB}."""
         ctx = RunContext(runtime=runtime or self.runtime, models=self.pool, model_config=self.config)
         with tempfile.TemporaryDirectory(prefix="zitflow-speed-") as tmp:
             store = store or CacheStore(tmp)
             sync()
             t0 = time.perf_counter()
             lean = self.lean if lean is None else lean
-            manifest = Executor(graph_for(w, h, seed, decode=decode, lean=lean), store, ctx).execute()
+            manifest = Executor(graph_for(w, h, seed, prompt=prompt, decode=decode, lean=lean), store, ctx).execute()
             sync()
             wall = time.perf_counter() - t0
-            stages = {r.name: r.seconds for r in manifest.stages}
+            stages = {r.name: r.seconds for r in manifest.stages if r.status != "hit"}
+            if peaks is not None:
+                peaks.update({r.name: round(r.peak_gpu_bytes / GiB, 2) for r in manifest.stages
+                              if r.peak_gpu_bytes is not None})
             key = next(r.key for r in manifest.stages if r.name == "denoise")
             latents = store.load(key).tensors["latents"]
         return wall, stages, latents
@@ -195,20 +239,28 @@ def main() -> int:
     ap.add_argument("--sizes", default=SIZES)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sweep", type=int, default=0, help="seeds of the sweep-throughput row (0: skip)")
-    ap.add_argument("--compile", action="store_true", help="add the runtime.compile=true row at 1024x1024")
-    ap.add_argument("--variants", default="", help="comma-separated names of VARIANTS to measure at 1024 ('all')")
-    ap.add_argument("--sweep-variant", default="eager", help="runtime variant of zitflow's sweep row")
+    ap.add_argument("--compile", action="store_true", help="add the runtime.compile=true row (at --at)")
+    ap.add_argument("--variants", default="", help="comma-separated names of VARIANTS to measure at --at ('all')")
+    ap.add_argument("--sweep-variant", default="eager",
+                    help="runtime variant of zitflow's sweep row ('best': the fastest of --variants)")
+    ap.add_argument("--plans", default="", help="memory plans to time at --at against resident (e.g. 'staged,model')")
     ap.add_argument("--batch", type=int, default=0, help="images of the batched stock row (0: skip)")
     ap.add_argument("--lean", action="store_true", help="encode without the negative prompt, as stock at guidance 0")
     ap.add_argument("--max-seconds", type=float, default=480.0, help="start no new section after this")
+    ap.add_argument("--at", default="1024x1024", help="size of the sweep, batch, compile, plan and variant sections")
+    ap.add_argument("--tiny", action="store_true", help="smoke run on the CPU with the tiny model (numbers mean nothing)")
     ap.add_argument("--out", default="speed_bench.json")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("speed_bench needs CUDA", file=sys.stderr)
+    global DEVICE, AT
+    AT = tuple(int(v) for v in args.at.lower().split("x"))
+    if args.tiny:
+        DEVICE = "cpu"
+    elif not torch.cuda.is_available():
+        print("speed_bench needs CUDA (or --tiny, a CPU smoke run on the tiny model)", file=sys.stderr)
         return 2
     start = time.perf_counter()
     torch._dynamo.config.cache_size_limit = 64  # one graph per variant x size: stay compiled, never fall back
-    b = Bench()
+    b = Bench(tiny=args.tiny)
     b.lean = args.lean
     rows, extra = [], {}
     for item in [s for s in args.sizes.split(",") if s]:
@@ -217,13 +269,13 @@ def main() -> int:
             continue
         w, h = (int(v) for v in item.lower().split("x"))
         seed = 1234
-        torch.cuda.reset_peak_memory_stats()
+        reset_peak()
         stock = median_of(lambda: b.stock(w, h, seed), args.repeats)
-        stock_peak = torch.cuda.max_memory_allocated() / GiB
+        stock_peak = peak_gib()
         stock_lat = median_of(lambda: b.stock(w, h, seed, "latent"), args.repeats)
-        torch.cuda.reset_peak_memory_stats()
+        reset_peak()
         zit = median_of(lambda: b.zitflow(w, h, seed), args.repeats)
-        zit_peak = torch.cuda.max_memory_allocated() / GiB
+        zit_peak = peak_gib()
         s_total = statistics.median(r[0] for r in stock)
         s_latent = statistics.median(r[0] for r in stock_lat)
         z_total = statistics.median(r[0] for r in zit)
@@ -242,59 +294,76 @@ def main() -> int:
               f"(enc {z_stage['encode']:.3f} den {z_stage['denoise']:.3f} dec {z_stage['decode']:.3f})  "
               f"ratio {row['ratio_total']:.2f}  DiT {row['dit_tflops_per_s']} TFLOP/s  "
               f"latents max diff {row['parity_latents']['max_abs']}", flush=True)
-        gc.collect()
-        torch.cuda.empty_cache()
+        empty_cache()
 
     # stock rows first: the variants below compile and convert the very DiT that stock's pipeline holds
+    def out_of_time(section: str) -> bool:
+        """True (and the section recorded as skipped) once --max-seconds has passed."""
+        if time.perf_counter() - start <= args.max_seconds:
+            return False
+        extra.setdefault(section, {})["skipped"] = f"--max-seconds {args.max_seconds} reached"
+        print(f"{section}: skipped, --max-seconds {args.max_seconds} reached", flush=True)
+        return True
+
     stock_sweep_s = None
-    if args.sweep and time.perf_counter() - start < args.max_seconds:
-        b.stock(1024, 1024, 0)
+    if args.sweep and not out_of_time("sweep"):
+        b.stock(*AT, 0)
         t0 = time.perf_counter()
         for s in range(args.sweep):
-            b.stock(1024, 1024, 100 + s)
+            b.stock(*AT, 100 + s)
         stock_sweep_s = time.perf_counter() - t0
+        extra["sweep"] = {"seeds": args.sweep, "size": at_name(), "stock_s": round(stock_sweep_s, 2),
+                          "stock_images_per_hour": round(args.sweep * 3600 / stock_sweep_s)}
+        print(f"sweep of {args.sweep} seeds at {at_name()}: {args.sweep} stock calls {stock_sweep_s:.1f} s", flush=True)
 
-    if args.batch and time.perf_counter() - start < args.max_seconds:
+    if args.batch and not out_of_time("batch"):
         n = args.batch
         seeds = list(range(200, 200 + n))
-        b.stock_batch(1024, 1024, seeds[:1])
-        single = [b.stock(1024, 1024, s_)[0] for s_ in seeds]
-        torch.cuda.reset_peak_memory_stats()
-        b.stock_batch(1024, 1024, seeds)  # warm-up at this batch size
-        batched = [b.stock_batch(1024, 1024, seeds) for _ in range(2)]
-        extra["batch"] = {"images": n, "size": "1024x1024", "single_calls_s": round(sum(single), 3),
+        b.stock_batch(*AT, seeds[:1])
+        single = [b.stock(*AT, s_)[0] for s_ in seeds]
+        reset_peak()
+        b.stock_batch(*AT, seeds)  # warm-up at this batch size
+        batched = [b.stock_batch(*AT, seeds) for _ in range(2)]
+        extra["batch"] = {"images": n, "size": at_name(), "single_calls_s": round(sum(single), 3),
                           "one_batched_call_s": round(min(batched), 3),
                           "speedup": round(sum(single) / min(batched), 3),
-                          "batched_peak_gib": round(torch.cuda.max_memory_allocated() / GiB, 2)}
-        print(f"batch of {n} at 1024: {n} stock calls {sum(single):.2f} s, one batched call {min(batched):.2f} s "
+                          "batched_peak_gib": round(peak_gib(), 2)}
+        print(f"batch of {n} at {at_name()}: {n} stock calls {sum(single):.2f} s, one batched call {min(batched):.2f} s "
               f"(x{extra['batch']['speedup']})", flush=True)
 
-    if args.compile and time.perf_counter() - start < args.max_seconds:
-        w = h = 1024
+    if args.compile and not out_of_time("compile"):
+        w, h = AT
         eager = b.zitflow(w, h, 7, decode=False)
-        rt = RuntimeConfig(device="cuda", offload="resident", progress="off", compile=True)
+        rt = runtime_for(compile=True)
         cold = b.zitflow(w, h, 7, decode=False, runtime=rt)
         runs = [b.zitflow(w, h, 7, runtime=rt) for _ in range(args.repeats)]
-        stock_ref = next((r for r in rows if r.get("size") == "1024x1024"), None)
+        stock_ref = next((r for r in rows if r.get("size") == at_name() and "stock" in r), None)
         den = statistics.median(r[1]["denoise"] for r in runs)
         tot = statistics.median(r[0] for r in runs)
-        extra["compile"] = {"size": "1024x1024", "cold_first_denoise_s": round(cold[1]["denoise"], 1),
+        extra["compile"] = {"size": at_name(), "cold_first_denoise_s": round(cold[1]["denoise"], 1),
                             "denoise_s": round(den, 3), "total_s": round(tot, 3),
                             "ratio_total_vs_stock": round(tot / stock_ref["stock"]["total_s"], 3) if stock_ref else None,
                             "parity_vs_eager": latent_diff(cold[2], eager[2])}
-        print(f"compiled 1024: cold first denoise {cold[1]['denoise']:.1f} s, then denoise {den:.3f} s, "
+        print(f"compiled {at_name()}: cold first denoise {cold[1]['denoise']:.1f} s, then denoise {den:.3f} s, "
               f"total {tot:.3f} s; latents vs eager {extra['compile']['parity_vs_eager']}", flush=True)
 
-    stock_1024 = next((r["stock"]["total_s"] for r in rows if r.get("size") == "1024x1024"), None)
+    plans = [p for p in args.plans.split(",") if p]
+    if plans and not out_of_time("plans"):  # before variants compile or convert the DiT
+        extra["plans"] = run_plans(b, ["resident", *[p for p in plans if p != "resident"]])
+
+    stock_at = next((r["stock"]["total_s"] for r in rows if r.get("size") == at_name() and "stock" in r), None)
     names = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
     if names:
-        if stock_1024 is None:
-            stock_1024 = statistics.median(r[0] for r in median_of(lambda: b.stock(1024, 1024, 1234), args.repeats))
-        extra["variants"] = run_variants(b, names, args.repeats, stock_1024, start, args.max_seconds)
-        extra["variants_stock_total_s"] = round(stock_1024, 3)
+        if stock_at is None:
+            stock_at = statistics.median(r[0] for r in median_of(lambda: b.stock(*AT, 1234), args.repeats))
+        extra["variants"] = run_variants(b, names, args.repeats, stock_at, start, args.max_seconds)
+        extra["variants_stock_total_s"] = round(stock_at, 3)
 
-    if stock_sweep_s is not None and time.perf_counter() - start < args.max_seconds:
-        n, w, h = args.sweep, 1024, 1024
+    if stock_sweep_s is not None and not out_of_time("sweep"):
+        n, (w, h) = args.sweep, AT
+        if args.sweep_variant == "best":
+            done = [v for v in extra.get("variants") or [] if "total_s" in v]
+            args.sweep_variant = min(done, key=lambda v: v["total_s"])["variant"] if done else "eager"
         rt = variant_runtime(args.sweep_variant)
         b.zitflow(w, h, 99, runtime=rt)  # warm-up (compiles, when the variant compiles)
         with tempfile.TemporaryDirectory(prefix="zitflow-sweep-") as tmp:
@@ -303,16 +372,16 @@ def main() -> int:
             for s in range(n):
                 b.zitflow(w, h, 100 + s, store=store, runtime=rt)
             zit_s = time.perf_counter() - t0
-        extra["sweep"] = {"seeds": n, "size": "1024x1024", "variant": args.sweep_variant, "lean": args.lean,
-                          "stock_s": round(stock_sweep_s, 2), "zitflow_s": round(zit_s, 2),
-                          "stock_images_per_hour": round(n * 3600 / stock_sweep_s),
-                          "zitflow_images_per_hour": round(n * 3600 / zit_s), "ratio": round(zit_s / stock_sweep_s, 3)}
-        print(f"sweep of {n} seeds at 1024: stock {stock_sweep_s:.1f} s, zitflow ({args.sweep_variant}) {zit_s:.1f} s "
+        extra["sweep"].update({"variant": args.sweep_variant, "lean": args.lean, "zitflow_s": round(zit_s, 2),
+                               "zitflow_images_per_hour": round(n * 3600 / zit_s),
+                               "ratio": round(zit_s / stock_sweep_s, 3)})
+        print(f"sweep of {n} seeds at {at_name()}: stock {stock_sweep_s:.1f} s, zitflow ({args.sweep_variant}) {zit_s:.1f} s "
               f"({extra['sweep']['zitflow_images_per_hour']} vs {extra['sweep']['stock_images_per_hour']} images/h)",
               flush=True)
 
     print_table(rows, extra)
-    info = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "steps": STEPS,
+    info = {"device": torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu (tiny model)",
+            "torch": torch.__version__, "steps": STEPS,
             "model": "random full-size Z-Image-Turbo (bf16)", "repeats": args.repeats,
             "total_s": round(time.perf_counter() - start, 1)}
     Path(args.out).write_text(json.dumps({"info": info, "rows": rows, **extra}, indent=2))
@@ -320,15 +389,49 @@ def main() -> int:
     return 0
 
 
+def runtime_for(offload: str = "resident", **overrides) -> RuntimeConfig:
+    return RuntimeConfig(device=DEVICE, offload=offload if DEVICE == "cuda" else "auto", progress="off", **overrides)
+
+
 def variant_runtime(name: str) -> RuntimeConfig:
-    return RuntimeConfig(device="cuda", offload="resident", progress="off", **VARIANTS[name])
+    return runtime_for(**VARIANTS[name])
+
+
+def run_plans(b: Bench, plans: list[str]) -> list[dict]:
+    """Each memory plan at ``--at`` (1024x1024): a new prompt per picture, then a second seed of that prompt
+    (encode cached: the sweep case); seconds per stage, the peak over stages (weights included)."""
+    torch = b.torch
+    w, h = AT
+    out = []
+    for i, name in enumerate(plans):
+        rt = runtime_for(offload=name)
+        b.zitflow(w, h, 1, runtime=rt, prompt=f"{PROMPT} warm-up {name}")  # modules into this plan's places
+        empty_cache()
+        fresh_peaks: dict = {}
+        fresh = b.zitflow(w, h, 2, runtime=rt, prompt=f"{PROMPT} plan {i}", peaks=fresh_peaks)
+        with tempfile.TemporaryDirectory(prefix="zitflow-plan-") as tmp:
+            store = CacheStore(tmp)
+            b.zitflow(w, h, 3, runtime=rt, prompt=f"{PROMPT} sweep {i}", store=store)
+            again_peaks: dict = {}
+            again = b.zitflow(w, h, 4, runtime=rt, prompt=f"{PROMPT} sweep {i}", store=store, peaks=again_peaks)
+        row = {"plan": name, "new_prompt_total_s": round(fresh[0], 3),
+               **{f"{k}_s": round(v, 3) for k, v in fresh[1].items()},
+               "peak_gib": max(fresh_peaks.values(), default=0.0), "peak_by_stage_gib": fresh_peaks,
+               "same_prompt_total_s": round(again[0], 3), "same_prompt_peak_gib": max(again_peaks.values(), default=0.0)}
+        out.append(row)
+        print(f"plan {name:10s} new prompt {fresh[0]:.3f} s ({', '.join(f'{k} {v:.3f}' for k, v in fresh[1].items())}) "
+              f"peak {row['peak_gib']} GiB {fresh_peaks}; same prompt {again[0]:.3f} s", flush=True)
+    base = out[0]["new_prompt_total_s"] if out else None
+    for row in out:
+        row["vs_resident"] = round(row["new_prompt_total_s"] / base, 3) if base else None
+    return out
 
 
 def run_variants(b: Bench, names: list[str], repeats: int, stock_total: float, start: float,
                  max_seconds: float) -> list[dict]:
-    """Each runtime variant at 1024x1024: cold run, medians, ratio to stock, latents vs eager bf16."""
+    """Each runtime variant at ``--at`` (1024x1024): cold run, medians, ratio to stock, latents vs eager bf16."""
     torch = b.torch
-    w = h = 1024
+    w, h = AT
     seed = 7
     out, ref = [], None
     for name in names:
@@ -340,7 +443,7 @@ def run_variants(b: Bench, names: list[str], repeats: int, stock_total: float, s
             t0 = time.perf_counter()
             cold = b.zitflow(w, h, seed, runtime=rt)
             cold_s = time.perf_counter() - t0
-            torch.cuda.reset_peak_memory_stats()
+            reset_peak()
             runs = [b.zitflow(w, h, seed, runtime=rt) for _ in range(repeats)]
         except Exception as e:  # noqa: BLE001 - a backend missing here is a result, not a crash
             msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
@@ -354,7 +457,7 @@ def run_variants(b: Bench, names: list[str], repeats: int, stock_total: float, s
         row = {"variant": name, "runtime": VARIANTS[name], "cold_first_run_s": round(cold_s, 2),
                "total_s": round(total, 3), **{f"{k}_s": round(v, 3) for k, v in med.items()},
                "overhead_s": round(total - sum(med.values()), 3),
-               "peak_gib": round(torch.cuda.max_memory_allocated() / GiB, 2),
+               "peak_gib": round(peak_gib(), 2),
                "ratio_vs_stock": round(total / stock_total, 3),
                "latents_vs_eager_bf16": latent_diff(runs[-1][2], ref),
                "deterministic": bool(torch.equal(runs[0][2], runs[-1][2]))}
@@ -380,7 +483,7 @@ def print_table(rows: list[dict], extra: dict) -> None:
               f"{r['dit_tflops_per_s']} | {r['parity_latents']['max_abs']} |")
     variants = extra.get("variants") or []
     if variants:
-        print(f"\n1024x1024 variants (stock total {extra.get('variants_stock_total_s')} s in this run)\n")
+        print(f"\n{at_name()} variants (stock total {extra.get('variants_stock_total_s')} s in this run)\n")
         print("| variant | cold first run s | total s | ratio to stock | encode s | denoise s | decode s | overhead s "
               "| peak GiB | latents max abs vs eager | mean abs |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -392,8 +495,16 @@ def print_table(rows: list[dict], extra: dict) -> None:
             print(f"| {v['variant']} | {v['cold_first_run_s']} | {v['total_s']} | {v['ratio_vs_stock']} | {v['encode_s']} "
                   f"| {v['denoise_s']} | {v['decode_s']} | {v['overhead_s']} | {v['peak_gib']} | {d['max_abs']} "
                   f"| {d['mean_abs']} |")
+    plans = extra.get("plans") or []
+    if isinstance(plans, list) and plans:
+        print(f"\n| plan at {at_name()} | new prompt s | x resident | encode s | denoise s | decode s | peak GiB "
+              "| same prompt, next seed s |")
+        print("|---|---|---|---|---|---|---|---|")
+        for p in plans:
+            print(f"| {p['plan']} | {p['new_prompt_total_s']} | {p['vs_resident']} | {p.get('encode_s')} | "
+                  f"{p.get('denoise_s')} | {p.get('decode_s')} | {p['peak_gib']} | {p['same_prompt_total_s']} |")
     for k, v in extra.items():
-        if k not in ("variants",):
+        if k not in ("variants", "plans") or isinstance(v, dict):
             print(f"{k}: {v}")
 
 
