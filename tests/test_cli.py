@@ -104,3 +104,20 @@ def test_cfg_job_and_help(tmp_path, pack):
 def test_kinds_lists_parameters(tmp_path):
     p = zitflow("kinds", "sharpen", cache=tmp_path)
     assert "sharpen v1" in p.stdout and "amount" in p.stdout and "kernel3x3" in p.stdout
+
+
+def test_fast_runtime_on_a_cpu_is_one_line_before_anything_loads(tmp_path):
+    p = zitflow("recipe=poster", "model=tiny", "runtime=fast", "runtime.device=cpu", "prompt=a kite",
+                f"hydra.run.dir={tmp_path}/r", cache=tmp_path / "c", check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "zitflow: runtime.precision=fp8: it needs a CUDA GPU of compute capability 8.9+" in p.stderr
+    assert not (tmp_path / "c" / "objects").exists()  # refused before the encode stage ran
+    p = zitflow("recipe=poster", "model=tiny", "runtime=fast", "--cfg", "job", "--package", "runtime",
+                cache=tmp_path / "c")
+    assert "compile: true" in p.stdout and "precision: fp8" in p.stdout
+
+
+def test_fast_runtime_does_not_stop_a_recipe_without_the_dit(tmp_path):
+    p = zitflow("recipe=retouch", "runtime=fast", "runtime.device=cpu", "runtime.progress=off",
+                f"hydra.run.dir={tmp_path}/r", cache=tmp_path / "c")
+    assert any((tmp_path / "r").glob("*.png")), p.stdout + p.stderr

@@ -44,9 +44,11 @@ def job(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     recipe = hc.runtime.choices.get("recipe") or "?"
     _refuse_env_set_allow_list(hc)
+    from .models.precision import PrecisionError
+
     try:
         j = make_job(cfg, recipe, list(hc.overrides.task))
-    except ValueError as e:  # a bad recipe or setting: one message naming it, no traceback
+    except (ValueError, PrecisionError) as e:  # a bad recipe or setting: one message naming it, no traceback
         print(f"zitflow: {e}", file=sys.stderr)
         sys.exit(2)
     from .cache.store import StoreFull
@@ -61,8 +63,9 @@ def job(cfg: DictConfig) -> float | None:
             return None
         manifest = run_job(j, Path(hc.runtime.output_dir))
         return objective_value(j, manifest)  # what a sweeper (Optuna) optimises; None without one
-    # bad input, no weights, out of GPU memory under every plan tried, a full disk: say so
-    except (ValueError, ModelNotFound, ModelLoadError, MemoryError, StoreFull) as e:
+    # bad input, no weights, an attention backend or precision this machine lacks, out of GPU
+    # memory under every plan tried, a full disk: say so
+    except (ValueError, ModelNotFound, ModelLoadError, PrecisionError, MemoryError, StoreFull) as e:
         print(f"zitflow: {e}", file=sys.stderr)
         sys.exit(2)
 

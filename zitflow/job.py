@@ -87,7 +87,8 @@ def config_hash(config: dict[str, Any], model: ModelConfig) -> str:
 
 
 def make_job(cfg: DictConfig, recipe: str, cli_overrides: Iterable[str] = ()) -> Job:
-    """Check the whole config and build the job; raises a ValueError subclass naming the field."""
+    """Check the whole config and build the job; raises a ValueError subclass naming the field,
+    or :class:`~zitflow.models.precision.PrecisionError` when ``runtime.precision`` cannot run here."""
     check_schema(recipe, cfg.get("schema_version"))
     model = load_section("model", ModelConfig, cfg.get("model"))
     runtime = load_section("runtime", RuntimeConfig, cfg.get("runtime"))
@@ -95,6 +96,10 @@ def make_job(cfg: DictConfig, recipe: str, cli_overrides: Iterable[str] = ()) ->
     allow = trusted_allow_modules(cfg, cli_overrides)
     graph = build_graph(recipe, cfg.stages, allow)
     check_objective(recipe, graph, cfg.get("objective"))
+    if runtime.precision != "auto" and any(s.kind == "denoise" for s in graph.stages.values()):
+        from .models.precision import check_precision
+
+        check_precision(runtime.precision, runtime.resolved_device())  # before the text encoder loads
     config = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(config, dict)
     job_meta = {
