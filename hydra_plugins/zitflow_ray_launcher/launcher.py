@@ -1,9 +1,12 @@
 """A Hydra launcher over Ray's public API: ``python -m zitflow -m hydra/launcher=ray ...``.
 
 Each worker is a Ray actor (one process) that runs job after job, so zitflow's process-wide
-model pool loads each model once per worker, not once per job. Jobs go to whichever worker is
-free (``ray.util.ActorPool``); results come back in job order. Workers share the cache through
-``cache.dir``; concurrent workers on one key compute it once (the store's key locks).
+model pool loads each model once per worker, not once per job. Jobs that share GPU work (the
+post-processing variants of one seed: equal encode/denoise/decode keys, see
+:mod:`zitflow.scheduling`) form one group that runs on one worker, in order, so no worker waits
+on another's generation; groups go to whichever worker is free (``ray.util.ActorPool``) and
+results come back in job order. Workers share the cache through ``cache.dir``; concurrent
+workers on one key compute it once (the store's key locks).
 
 Why not ``hydra-ray-launcher``: it runs each job as a Ray task (no worker keeps its models by
 design; reuse depends on Ray's worker recycling), and its 1.2.2 release pins ``cloudpickle<3``,
@@ -18,6 +21,8 @@ Config (``hydra.launcher.*``):
 * ``gpus_per_worker`` / ``cpus_per_worker``: resources each worker holds (a GPU each by
   default when the cluster has GPUs).
 * ``init``: extra ``ray.init`` keyword arguments.
+* ``group_gpu_work``: keep jobs that share GPU work on one worker (default true); false hands
+  out single jobs.
 
 ``ZITFLOW_*``, ``HF_*``, ``AWS_*`` and ``FSSPEC_*`` environment variables of the launching process are passed to the
 workers, so ``ZITFLOW_CACHE_DIR`` or ``ZITFLOW_RECIPE_PATH`` mean the same there.
@@ -50,6 +55,7 @@ class RayWorkersConf:
     gpus_per_worker: Optional[float] = None
     cpus_per_worker: float = 1.0
     init: Dict[str, Any] = field(default_factory=dict)
+    group_gpu_work: bool = True
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="ray", node=RayWorkersConf, provider="zitflow")
@@ -71,6 +77,11 @@ class _Worker:
         self.jobs += 1
         return run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+
+    def run_group(self, hydra_context: HydraContext, sweep_configs: Sequence[DictConfig], task_function: TaskFunction,
+                  singleton_state: Dict[Any, Any]) -> list:
+        """Jobs that share GPU work, one after another in this worker."""
+        return [self.run(hydra_context, c, task_function, singleton_state) for c in sweep_configs]
 
     def pid(self) -> int:
         return os.getpid()
@@ -94,8 +105,9 @@ def plan_workers(n_jobs: int, resources: Dict[str, float], workers: Optional[int
 class RayWorkersLauncher(Launcher):
     def __init__(self, address: Optional[str] = None, workers: Optional[int] = None,
                  gpus_per_worker: Optional[float] = None, cpus_per_worker: float = 1.0,
-                 init: Optional[Dict[str, Any]] = None, **_: Any) -> None:
+                 init: Optional[Dict[str, Any]] = None, group_gpu_work: bool = True, **_: Any) -> None:
         self.address, self.workers = address, workers
+        self.group_gpu_work = group_gpu_work
         self.gpus_per_worker, self.cpus_per_worker = gpus_per_worker, cpus_per_worker
         self.init = dict(init or {})
         self.config: Optional[DictConfig] = None
@@ -118,12 +130,6 @@ class RayWorkersLauncher(Launcher):
         if not ray.is_initialized():
             init = {"address": self.address, "runtime_env": {"env_vars": env}, "log_to_driver": True} | self.init
             ray.init(**{k: v for k, v in init.items() if v is not None})
-        n, gpus, cpus = plan_workers(len(job_overrides), ray.cluster_resources(), self.workers,
-                                     self.gpus_per_worker, self.cpus_per_worker)
-        log.info(f"Ray launcher: {len(job_overrides)} jobs on {n} worker(s) ({gpus:g} GPU, {cpus:g} CPU each), "
-                 f"sweep dir {sweep_dir}")
-        actor = ray.remote(_Worker)
-        pool_actors = [actor.options(num_gpus=gpus, num_cpus=cpus).remote() for _ in range(n)]
         specs = []
         for i, overrides in enumerate(job_overrides):
             idx = initial_job_idx + i
@@ -134,10 +140,30 @@ class RayWorkersLauncher(Launcher):
                 sweep_config.hydra.job.num = idx
             specs.append(sweep_config)
         state = Singleton.get_state()
+        groups = self._groups(specs)
+        n, gpus, cpus = plan_workers(len(groups), ray.cluster_resources(), self.workers,
+                                     self.gpus_per_worker, self.cpus_per_worker)
+        log.info(f"Ray launcher: {len(job_overrides)} jobs in {len(groups)} group(s) of shared GPU work on {n} "
+                 f"worker(s) ({gpus:g} GPU, {cpus:g} CPU each), sweep dir {sweep_dir}")
+        actor = ray.remote(_Worker)
+        pool_actors = [actor.options(num_gpus=gpus, num_cpus=cpus).remote() for _ in range(n)]
+        results: list = [None] * len(specs)
         try:
-            results = list(ActorPool(pool_actors).map(
-                lambda a, cfg: a.run.remote(self.hydra_context, cfg, self.task_function, state), specs))
+            done = ActorPool(pool_actors).map(
+                lambda a, group: a.run_group.remote(self.hydra_context, [specs[i] for i in group],
+                                                    self.task_function, state), groups)
+            for group, returns in zip(groups, done):
+                for i, ret in zip(group, returns):
+                    results[i] = ret
         finally:
             for a in pool_actors:
                 ray.kill(a)
         return results
+
+    def _groups(self, specs: Sequence[DictConfig]) -> list:
+        """Job indices grouped by shared GPU work (:mod:`zitflow.scheduling`), or one job a group."""
+        if not self.group_gpu_work:
+            return [[i] for i in range(len(specs))]
+        from zitflow.scheduling import gpu_work_groups
+
+        return gpu_work_groups(specs)
