@@ -14,11 +14,11 @@ planner's estimate, and whether it fit. Runs are ordered from the largest plan t
 (hooks are only added, never churned), each plan/budget group starts with one untimed 512x512
 warm-up, and no new run starts after ``--max-seconds``. Prints a table and writes JSON (``--out``).
 
-The default model is the REAL-size architecture from diffusers' default configs with random
-bf16 weights, built directly on the GPU (no download, no disk): ``ZImageTransformer2DModel()``
-(6.15B), a Qwen3-4B ``Qwen3Model`` (4.02B), the Flux ``AutoencoderKL`` (83.8M), Z-Image-Turbo's
-scheduler settings and the tiny model's byte-level tokenizer. Its pictures are noise; its
-timings and memory are the real model's.
+The default model is ``model=random_full`` (:mod:`zitflow.models.random_full`): the REAL-size
+architecture from diffusers' default configs with random bf16 weights, built directly on the GPU
+(no download, no disk): ``ZImageTransformer2DModel()`` (6.15B), a Qwen3-4B ``Qwen3Model``
+(4.02B), the Flux ``AutoencoderKL`` (83.8M), Z-Image-Turbo's scheduler settings and the tiny
+model's byte-level tokenizer. Its pictures are noise; its timings and memory are the real model's.
 
 Usage::
 
@@ -54,16 +54,6 @@ GPU_SIZES = "512x512,1024x1024,1088x1920,1920x1088"
 CPU_SIZES = "256x256,512x512,448x256"
 STAGES = ("encode", "denoise", "decode")
 
-#: Qwen3-4B (Z-Image-Turbo's text encoder): 36 layers, hidden 2560, GQA 32/8 heads of 128.
-QWEN3_4B = {"vocab_size": 151936, "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
-            "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
-            "max_position_embeddings": 40960, "rms_norm_eps": 1e-6, "tie_word_embeddings": True}
-#: Z-Image-Turbo's VAE (the Flux VAE).
-FLUX_VAE = {"in_channels": 3, "out_channels": 3, "down_block_types": ["DownEncoderBlock2D"] * 4,
-            "up_block_types": ["UpDecoderBlock2D"] * 4, "block_out_channels": [128, 256, 512, 512],
-            "layers_per_block": 2, "latent_channels": 16, "norm_num_groups": 32, "sample_size": 1024,
-            "scaling_factor": 0.3611, "shift_factor": 0.1159, "use_quant_conv": False,
-            "use_post_quant_conv": False, "mid_block_add_attention": True, "force_upcast": True}
 PROMPT = "一幅水墨风格的竹林，晨雾缭绕，远处有一座小亭子，细腻的笔触，高分辨率"
 
 
@@ -76,40 +66,15 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 
 def build_random_zimage(pool: ModelPool, device: str) -> ModelConfig:
-    """Full-size Z-Image-Turbo architecture with random bf16 weights, built on ``device``, adopted by ``pool``."""
-    import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImageTransformer2DModel
-    from transformers import Qwen3Model
-
-    from zitflow.models.tiny import ZIMAGE_SCHEDULER, build_tokenizer, text_encoder_config
-
+    """Full-size Z-Image-Turbo architecture with random bf16 weights (``model=random_full``),
+    built on ``device`` by ``pool``; returns the model config the stages should use."""
     t0 = time.perf_counter()
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        with torch.device(device), torch.no_grad():
-            torch.manual_seed(0)
-            te_cfg = text_encoder_config(**QWEN3_4B)
-            text_encoder = Qwen3Model(te_cfg).to(torch.bfloat16).eval()
-            transformer = ZImageTransformer2DModel().eval()  # parameters already bf16 (default dtype)
-            vae = AutoencoderKL(**FLUX_VAE).eval()
-    finally:
-        torch.set_default_dtype(old)
-    for m in (text_encoder, transformer, vae):
-        m.requires_grad_(False)
-    with torch.no_grad():  # diffusers starts the padding tokens at zeros; a checkpoint has trained ones
-        gen = torch.Generator(device).manual_seed(1)
-        for name in ("x_pad_token", "cap_pad_token"):
-            pad = getattr(transformer, name, None)
-            if pad is not None:
-                pad.normal_(0.0, 0.02, generator=gen)
-    config = ModelConfig(name="random-zimage-turbo", source="local", path="/bench/random-zimage-turbo",
-                         dtype="bfloat16")
-    pool.adopt(config, {"tokenizer": build_tokenizer(), "text_encoder": text_encoder, "transformer": transformer,
-                        "vae": vae, "scheduler": FlowMatchEulerDiscreteScheduler(**ZIMAGE_SCHEDULER)},
-               label="random-zimage-turbo")
-    n = {k: sum(p.numel() for p in m.parameters()) for k, m in
-         (("text_encoder", text_encoder), ("transformer", transformer), ("vae", vae))}
+    config = ModelConfig(name="random-full", source="random", dtype="bfloat16")
+    runtime = RuntimeConfig(device=device, progress="off")
+    pool.text_encoder(config, runtime)
+    n = {c: sum(p.numel() for p in pool.get(config, runtime, c).parameters())
+         for c in ("text_encoder", "transformer", "vae")}
+    pool.get(config, runtime, "scheduler")
     print(f"built random Z-Image-Turbo in {time.perf_counter() - t0:.1f} s: "
           + ", ".join(f"{k} {v / 1e9:.3f}B" for k, v in n.items()), flush=True)
     return config

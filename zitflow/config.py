@@ -28,18 +28,19 @@ class ConfigError(ValueError):
 class ModelConfig:
     """Where Z-Image-Turbo's components come from.
 
-    ``source``: ``tiny`` (a locally built tiny model with seeded random weights), ``local``
+    ``source``: ``tiny`` (a locally built tiny model with seeded random weights), ``random``
+    (the full-size architecture with seeded random weights, built in memory: benchmarks), ``local``
     (``path``), ``modelscope`` or ``huggingface`` (hub ``id`` at ``revision``), or ``auto``
     (``path`` if set, else ModelScope, else Hugging Face, each offline-first).
     """
 
     name: str = param("tiny", help="a label for logs and metadata")
-    source: str = param("tiny", choices=("tiny", "local", "modelscope", "huggingface", "auto"))
+    source: str = param("tiny", choices=("tiny", "random", "local", "modelscope", "huggingface", "auto"))
     id: str = param("", help="hub id, e.g. Tongyi-MAI/Z-Image-Turbo")
     revision: str = param("main", help="hub revision (branch, tag or commit)")
     path: Optional[str] = param(None, help="a local folder in diffusers layout; wins over the hub")
     dtype: str = param("auto", choices=DTYPES, help="auto: bfloat16 on CUDA, float32 on CPU")
-    seed: int = param(0, ge=0, help="tiny model only: the seed of its random weights")
+    seed: int = param(0, ge=0, help="tiny and random sources only: the seed of their random weights")
 
 
 @dataclass

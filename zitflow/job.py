@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -82,7 +83,7 @@ def config_hash(config: dict[str, Any], model: ModelConfig) -> str:
     """Hash of what decides the outputs: job keys, stages and the model's source (16 hex chars)."""
     what = {k: config.get(k) for k in JOB_KEYS}
     what["model"] = {"source": model.source, "id": model.id, "revision": model.revision,
-                     "path": model.path, "seed": model.seed if model.source == "tiny" else None}
+                     "path": model.path, "seed": model.seed if model.source in ("tiny", "random") else None}
     return hashlib.sha256(canonical_json(what).encode()).hexdigest()[:16]
 
 
@@ -155,6 +156,7 @@ def objective_value(job: Job, manifest: Manifest) -> float | None:
 
 def run_job(job: Job, out_dir: Path, reporter: StageReporter | None = None) -> Manifest:
     """Plan, show the plan, run, then write outputs, ``manifest.json`` and ``config.json``."""
+    started = time.time()
     reporter = reporter or StageReporter(job.runtime.progress)
     executor = Executor(job.graph, job.store, job.ctx, on_event=reporter.event)
     where = getattr(job.store, "url", None) or str(job.store.root)  # an fsspec store's URL
@@ -167,7 +169,8 @@ def run_job(job: Job, out_dir: Path, reporter: StageReporter | None = None) -> M
         "model": job.ctx.job["model"]}
     pool = job.ctx.models
     record["process"] = {"pid": os.getpid(),  # a worker's pool serves many jobs: loads are per process
-                         "model_loads": dict(getattr(pool, "loads", {}) or {})}
+                         "model_loads": dict(getattr(pool, "loads", {}) or {}),
+                         "started": round(started, 3), "finished": round(time.time(), 3)}  # epoch s
     if job.config.get("objective"):
         record["objective"] = {"name": job.config["objective"], "value": objective_value(job, manifest)}
     (out_dir / "manifest.json").write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str))

@@ -11,7 +11,9 @@ names (only from ``diffusers`` and ``transformers``), with safetensors only (no 
 the CPU in the run dtype; :mod:`zitflow.models.placement` then moves them as the memory plan
 says. The real Z-Image-Turbo and ``model=tiny`` go through exactly this code.
 
-Benchmarks can hand in models built in memory with :meth:`ModelPool.adopt`.
+``model=random_full`` (source ``random``) builds each component in memory on the run device
+instead (:mod:`zitflow.models.random_full`). Benchmarks can also hand in models built in memory
+with :meth:`ModelPool.adopt`.
 """
 
 from __future__ import annotations
@@ -147,7 +149,7 @@ class ModelPool:
     @staticmethod
     def _config_key(config: ModelConfig) -> tuple:
         return (config.source, config.id, config.revision, config.path,
-                config.seed if config.source == "tiny" else None)
+                config.seed if config.source in ("tiny", "random") else None)
 
     def resolve(self, config: ModelConfig) -> ResolvedModel:
         """Where ``config``'s weights are, resolved once per process (cheap after the first time)."""
@@ -184,13 +186,22 @@ class ModelPool:
                 self._states[key] = self._states.pop(base)
                 return obj
             resolved = self.resolve(config)
-            if resolved.path is None:
+            state = "cpu"
+            if resolved.source == "random":
+                from . import random_full
+
+                device = runtime.resolved_device() if component in MODULES else "cpu"
+                with loading_progress(component, f"random weights (seed {config.seed}) on {device}", runtime.progress):
+                    obj = random_full.build(component, key[1], device, config.seed)
+                state = "gpu" if component in MODULES and device.startswith("cuda") else "cpu"
+            elif resolved.path is None:
                 raise ModelLoadError(f"model '{resolved.label}' was adopted in memory without '{component}'")
-            with loading_progress(component, str(resolved.path), runtime.progress):
-                obj = load_component(resolved.path, component, key[1])
+            else:
+                with loading_progress(component, str(resolved.path), runtime.progress):
+                    obj = load_component(resolved.path, component, key[1])
             self.loads[component] += 1
             self._entries[key] = obj
-            self._states[key] = "cpu"
+            self._states[key] = state
             return obj
 
     def text_encoder(self, config: ModelConfig, runtime: RuntimeConfig) -> tuple[Any, Any]:
@@ -213,6 +224,10 @@ class ModelPool:
         key = self._key(config, runtime, "vae")
         if key in self._entries:
             return dict(self._entries[key].config)
+        if self.resolve(config).source == "random":
+            from .random_full import FLUX_VAE
+
+            return dict(FLUX_VAE)
         return json.loads((self.resolve(config).path / "vae" / "config.json").read_text())
 
     def vae_scale_factor(self, config: ModelConfig, runtime: RuntimeConfig) -> int:
@@ -225,6 +240,10 @@ class ModelPool:
         dtype = run_dtype_name(config, runtime)
         resolved = self.resolve(config)
         key = (resolved.fingerprint, dtype)
+        if key not in self._sizes and resolved.source == "random":  # the real model's architecture
+            from .memory import zimage_turbo_sizes
+
+            self._sizes[key] = zimage_turbo_sizes(DTYPE_BYTES[dtype])
         if key not in self._sizes:
             params, cfgs = {}, {}
             for comp in MODULES:

@@ -6,6 +6,8 @@ A resolved model is a folder in diffusers layout (``model_index.json`` plus ``tr
 Sources (``model.source``):
 
 * ``tiny`` - the locally built tiny model (:mod:`zitflow.models.tiny`), never downloaded;
+* ``random`` - the full-size architecture with random weights, built in memory by the pool
+  (:mod:`zitflow.models.random_full`); no folder, its identity is architecture and seed;
 * ``local`` - ``model.path``;
 * ``modelscope`` / ``huggingface`` - hub ``model.id`` at ``model.revision``: the local hub cache
   first (offline), then a download;
@@ -259,6 +261,11 @@ def resolve(config) -> ResolvedModel:
     source = config.source
     label = config.name
     tried: list[str] = []
+    if source == "random":
+        from . import random_full
+
+        return ResolvedModel(None, "random", random_full.fingerprint(config.seed), id=f"random-full-{config.seed}",
+                             label=label)
     if source == "tiny":
         from .tiny import ensure_tiny
 
