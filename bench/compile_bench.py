@@ -10,12 +10,15 @@ architecture on the GPU (``generate_bench.build_random_zimage``) and runs zitflo
   and inductor's caches loaded: no Triton compile), then at the second size.
 * ``eager``: the same sizes without compilation, for the ratio.
 
-Seconds are the denoise stage's own (the executor's per-stage time), 9 steps. Prints a table
-and writes JSON (``--out``). CUDA only.
+Seconds are the denoise stage's own (the executor's per-stage time), 9 steps; with
+``--decode`` the decode stage runs too (``runtime.compile`` compiles the VAE decoder) and its
+seconds are reported beside. ``--precision fp8`` measures the FP8 DiT (``runtime=fast``).
+Prints a table and writes JSON (``--out``). CUDA only.
 
 Usage::
 
     python bench/compile_bench.py --out compile_bench.json
+    python bench/compile_bench.py --precision fp8 --decode --out compile_fast.json
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def child(mode: str, cache: str, sizes: list[tuple[int, int]]) -> None:
+def child(mode: str, cache: str, sizes: list[tuple[int, int]], precision: str = "auto", decode: bool = False) -> None:
     """One phase in this process; prints one JSON line."""
     sys.path.insert(0, str(HERE.parent))
     sys.path.insert(0, str(HERE))
@@ -52,16 +55,18 @@ def child(mode: str, cache: str, sizes: list[tuple[int, int]]) -> None:
     pool = ModelPool()
     config = build_random_zimage(pool, "cuda")
     rt = RuntimeConfig(device="cuda", offload="resident", progress="off", compile=mode != "eager",
-                       compile_cache_dir=cache)
+                       compile_cache_dir=cache, precision=precision)
     rows = []
     runs = [sizes[0], sizes[0], sizes[1]] if mode == "cold" else [sizes[0], sizes[1]]
     for i, (w, h) in enumerate(runs):
         with tempfile.TemporaryDirectory() as tmp:
             ctx = RunContext(runtime=rt, models=pool, model_config=config)
             torch.cuda.synchronize()
-            m = Executor(graph_for(w, h, 100 + i, decode=False), CacheStore(tmp), ctx).execute()
+            m = Executor(graph_for(w, h, 100 + i, decode=decode), CacheStore(tmp), ctx).execute()
             torch.cuda.synchronize()
-        rows.append({"size": f"{w}x{h}", "denoise_s": round(next(r.seconds for r in m.stages if r.name == "denoise"), 3)})
+        seconds = {r.name: r.seconds for r in m.stages}
+        rows.append({"size": f"{w}x{h}", "denoise_s": round(seconds["denoise"], 3),
+                     **({"decode_s": round(seconds["decode"], 3)} if decode else {})})
     print("RESULT " + json.dumps({"mode": mode, "runs": rows, "process_s": round(time.perf_counter() - t_start, 1)}),
           flush=True)
 
@@ -71,11 +76,13 @@ def main() -> int:
     ap.add_argument("--sizes", default="1024x1024,1920x1088")
     ap.add_argument("--cache", default=None, help="compile cache folder (default: a temp folder)")
     ap.add_argument("--out", default="compile_bench.json")
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp8"), help="runtime.precision of the runs")
+    ap.add_argument("--decode", action="store_true", help="run (and compile) the decode stage too")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     if args.child:
-        child(args.child, args.cache, sizes)
+        child(args.child, args.cache, sizes, args.precision, args.decode)
         return 0
     cache = args.cache or tempfile.mkdtemp(prefix="zitflow-compile-")
     shutil.rmtree(cache, ignore_errors=True)
@@ -84,7 +91,8 @@ def main() -> int:
         env = dict(os.environ)
         env.pop("TORCHINDUCTOR_CACHE_DIR", None)
         t0 = time.perf_counter()
-        p = subprocess.run([sys.executable, __file__, "--child", mode, "--cache", cache, "--sizes", args.sizes],
+        p = subprocess.run([sys.executable, __file__, "--child", mode, "--cache", cache, "--sizes", args.sizes,
+                            "--precision", args.precision] + (["--decode"] if args.decode else []),
                            capture_output=True, text=True, env=env)
         line = next((ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
@@ -94,11 +102,13 @@ def main() -> int:
         r = json.loads(line[len("RESULT "):])
         r["wall_s"] = round(time.perf_counter() - t0, 1)
         results.append(r)
-        print(f"{mode:>10}: " + ", ".join(f"{x['size']} {x['denoise_s']:.2f} s" for x in r["runs"])
+        print(f"{mode:>10}: " + ", ".join(f"{x['size']} {x['denoise_s']:.2f} s"
+                                          + (f" (decode {x['decode_s']:.2f} s)" if "decode_s" in x else "")
+                                          for x in r["runs"])
               + f"  (process {r['process_s']} s, wall {r['wall_s']} s)", flush=True)
     size_mb = sum(f.stat().st_size for f in Path(cache).rglob("*") if f.is_file()) / 1e6
-    Path(args.out).write_text(json.dumps({"sizes": args.sizes, "cache_mb": round(size_mb, 1), "phases": results},
-                                         indent=2))
+    Path(args.out).write_text(json.dumps({"sizes": args.sizes, "precision": args.precision, "decode": args.decode,
+                                          "cache_mb": round(size_mb, 1), "phases": results}, indent=2))
     print(f"cache folder: {size_mb:.0f} MB; wrote {args.out}")
     return 0
 

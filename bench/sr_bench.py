@@ -3,7 +3,8 @@
 Measures, for each built-in Real-ESRGAN model, a W x W input (default 1024) upscaled to
 2W (scale 2: the x4 network, then a Lanczos downscale) and to 4W (scale 4), with
 
-* torch (spandrel) untiled and tiled, in fp16 and bf16 on CUDA (fp32 on CPU),
+* torch (spandrel) untiled and tiled, in fp16 and bf16 on CUDA (fp32 on CPU); with ``--compile``
+  also untiled through ``torch.compile`` (``runtime.compile``), with its cold first run,
 * ncnn (the ``ncnn`` package, Vulkan when present, else CPU), tiled; ncnn on the CPU of a GPU
   machine runs once, at the largest scale only (``--no-ncnn`` skips it).
 
@@ -112,6 +113,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-ncnn", action="store_true", help="skip the ncnn rows")
     ap.add_argument("--no-untiled", action="store_true", help="skip the untiled torch rows")
+    ap.add_argument("--compile", action="store_true",
+                    help="CUDA: add the stage path through torch.compile (runtime.compile), untiled, with its cold start")
     ap.add_argument("--out", type=Path, default=Path("sr_bench.json"))
     args = ap.parse_args(argv)
 
@@ -174,6 +177,18 @@ def main(argv=None) -> int:
                         record(name, f"torch-{device}", precision, tiled, scale, sec, out, peak, firsts.get(scale),
                                output)
                         firsts.setdefault(scale, out)
+            if args.compile and device == "cuda":
+                fn = torch_tile_fn(models.compiled(desc), device, dtypes[precision], quantize=True)
+                t0 = time.perf_counter()
+                time_run(fn, image, 4, max(args.scales), None, ref.seamless_pad, device, 1, warmup=False,
+                         resize_device="cuda")
+                cold = time.perf_counter() - t0
+                print(f"{name:24s} torch-cuda+compile {precision:5s} cold first run {cold:.1f} s", flush=True)
+                for scale in args.scales:
+                    sec, out, peak = time_run(fn, image, 4, scale, None, ref.seamless_pad, device, args.repeats,
+                                              resize_device="cuda")
+                    record(name, "torch-cuda+compile", precision, None, scale, sec, out, peak, firsts.get(scale))
+                    rows[-1]["cold_first_run_s"] = round(cold, 2)
             models.clear()
             if device == "cuda":
                 torch.cuda.empty_cache()

@@ -278,3 +278,20 @@ def test_resize_device_path_matches_the_pillow_path():
         ref = upscale_pixels(src, torch_tile_fn(desc), 4, scale=scale)
         dev = upscale_pixels(src, torch_tile_fn(desc, quantize=True), 4, scale=scale, resize_device="cpu")
         assert dev.shape == ref.shape and np.abs(dev.astype(int) - ref.astype(int)).max() <= 2
+
+
+def test_compiled_twin_runs_like_the_descriptor(monkeypatch):
+    """runtime.compile's SR path: a twin through torch.compile (here dynamo with the eager backend,
+    no kernels built on the CPU) gives the descriptor's output and leaves the descriptor alone."""
+    import functools
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    desc = models.load(models.resolve(COMPACT))
+    twin = models.compiled(desc)
+    assert twin is models.compiled(desc) and twin is not desc
+    assert models.compiled(desc, dynamic=True) is not twin  # other options, another twin
+    assert not hasattr(desc.model, "_orig_mod") and hasattr(twin.model, "_orig_mod")
+    rgb = np.random.default_rng(3).random((24, 40, 3), dtype=np.float32)
+    plain = torch_tile_fn(desc)(rgb)
+    through = torch_tile_fn(twin)(rgb)
+    assert through.shape == (96, 160, 3) and np.allclose(through, plain, atol=1e-5)

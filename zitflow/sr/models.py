@@ -127,6 +127,30 @@ def load(ref: WeightsRef, device: str = "cpu", dtype=None, channels_last: bool =
         return desc
 
 
+def compiled(desc, dynamic: bool | None = None, mode: str | None = None):
+    """A twin of the descriptor ``desc`` whose network runs through ``torch.compile`` (made once per
+    descriptor and options; the weights are shared). Calling it is calling ``desc``: spandrel's
+    padding to the size requirements and its range guarantee stay; ``desc`` itself is untouched.
+
+    For ``runtime.compile`` on CUDA: the convolutions stay cuDNN's, inductor fuses the
+    element-wise work between them (RRDB's residual scaling, LeakyReLU, the dense concatenations).
+    Each new tile shape compiles once (dynamic after the second, unless ``dynamic`` says).
+    """
+    import copy
+
+    import torch
+
+    options = {k: v for k, v in (("dynamic", dynamic), ("mode", mode)) if v is not None}
+    key = tuple(sorted(options.items()))
+    twins = desc.__dict__.setdefault("_zitflow_compiled", {})
+    with _LOCK:
+        if key not in twins:
+            twin = copy.copy(desc)
+            twin._model = torch.compile(desc.model, **options)  # spandrel keeps the network in ``_model``
+            twins[key] = twin
+        return twins[key]
+
+
 def clear() -> None:
     """Forget loaded networks (frees their memory once nothing else holds them)."""
     with _LOCK:

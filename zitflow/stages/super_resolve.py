@@ -18,6 +18,9 @@ out of the params part because, measured, they do not change the output by more 
 seamless overlap. When either is not the case, ``identity`` adds what does change it: the
 resolved precision always, the backend when it is not fp32, tile and tile_pad when the
 overlap is below the seamless one.
+
+``runtime.compile=true`` on CUDA runs the torch network through ``torch.compile``
+(:func:`zitflow.sr.models.compiled`); like the DiT's compilation it stays out of the key.
 """
 
 from __future__ import annotations
@@ -141,9 +144,17 @@ class SuperResolve(Stage):
             dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
             desc = models.load(ref, device, dtype)
             quantize = device.startswith("cuda") and src.pixels.dtype == np.uint8  # round on the GPU, copy a quarter
-            fn = torch_tile_fn(desc, device, dtype, quantize=quantize)
+            compiled = bool(getattr(ctx.runtime, "compile", False)) and device.startswith("cuda")
+            net = desc
+            if compiled:  # inductor's kernels go to the compile cache folder, as the DiT's do
+                from ..models import compile as zcompile
+
+                zcompile.prepare(ctx.runtime, f"sr-{ref.sha256[:16]}", device)
+                net = models.compiled(desc, getattr(ctx.runtime, "compile_dynamic", None),
+                                      getattr(ctx.runtime, "compile_mode", None))
+            fn = torch_tile_fn(net, device, dtype, quantize=quantize)
             net_scale, arch = int(desc.scale), desc.architecture.name
-            engine, tile_device = f"torch-{device}", device
+            engine, tile_device = f"torch-{device}" + ("+compile" if compiled else ""), device
         tile = params.tile or auto_tile(src.width, src.height, tile_device, arch, value_bytes, tile_pad=pad)
         target = (params.target_width, params.target_height) if (params.target_width or params.target_height) else None
         pixels = upscale_pixels(src.pixels, fn, net_scale, scale=params.scale, target=target, tile=tile,
