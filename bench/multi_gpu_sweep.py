@@ -106,6 +106,7 @@ def main() -> int:
     ap.add_argument("--cpu", action="store_true", help="smoke run: CPU workers and model=tiny")
     ap.add_argument("--override", action="append", default=[], help="one more override for every sweep")
     ap.add_argument("--max-seconds", type=float, default=1e9, help="start no new GPU count after this")
+    ap.add_argument("--keep", default=None, help="keep each run's cache and sweep folders under this folder")
     ap.add_argument("--out", default="multi_gpu_sweep.json")
     args = ap.parse_args()
     counts = [int(n) for n in args.gpus.split(",") if n]
@@ -113,7 +114,8 @@ def main() -> int:
     env = dict(os.environ, RAY_DEDUP_LOGS="0", HYDRA_FULL_ERROR="1")
     start = time.perf_counter()
     rows = []
-    with tempfile.TemporaryDirectory(prefix="zitflow-multi-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="zitflow-multi-") as scratch:
+        tmp = args.keep or scratch
         for n in counts:
             if time.perf_counter() - start > args.max_seconds:
                 rows.append({"gpus": n, "skipped": f"--max-seconds {args.max_seconds} reached"})

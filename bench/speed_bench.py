@@ -400,7 +400,6 @@ def variant_runtime(name: str) -> RuntimeConfig:
 def run_plans(b: Bench, plans: list[str]) -> list[dict]:
     """Each memory plan at ``--at`` (1024x1024): a new prompt per picture, then a second seed of that prompt
     (encode cached: the sweep case); seconds per stage, the peak over stages (weights included)."""
-    torch = b.torch
     w, h = AT
     out = []
     for i, name in enumerate(plans):

@@ -1,6 +1,7 @@
 """bench/multi_gpu_sweep.py as a smoke run (CPU workers, tiny model): the real multirun command on
-two Ray workers, one model per worker, each latent made once across them, read back from the
-manifests into the table's fields. The GPU figures come from the same script on a multi-GPU host."""
+two Ray workers, one model per worker, each latent made once across them (the launcher keeps a
+seed's post variants on one worker), read back from the manifests into the table's fields. The
+GPU figures come from the same script on a multi-GPU host."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def test_two_workers_make_each_latent_once(tmp_path):
     out = tmp_path / "multi.json"
     p = subprocess.run([sys.executable, str(Path(REPO) / "bench" / "multi_gpu_sweep.py"), "--cpu", "--gpus", "2",
                         "--seeds", "2", "--amounts", "0.4,0.8", "--override", "stages.size.width=256",
-                        "--override", "stages.size.height=256", "--out", str(out)],
+                        "--override", "stages.size.height=256", "--keep", str(tmp_path), "--out", str(out)],
                        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     (row,) = json.loads(out.read_text())["rows"]
@@ -30,3 +31,8 @@ def test_two_workers_make_each_latent_once(tmp_path):
     assert row["jobs_per_worker"] == [2, 2] and list(row["dit_builds_per_worker"].values()) == [1, 1]
     assert row["makespan_s"] <= row["wall_s"] and row["images_per_hour"]["steady"] is None  # one group a worker
     assert "| 2 | 4 | 2 / 2 / 0 |" in p.stdout
+    # Hydra numbers the jobs seed-major: (1, 0.4), (1, 0.8), (2, 0.4), (2, 0.8); a seed's two jobs
+    # shared one worker (the launcher's groups), so neither waited on the other's generation
+    jobs = {int(f.parent.name): json.loads(f.read_text()) for f in (tmp_path / "sweep-2").glob("*/manifest.json")}
+    pid = {n: m["process"]["pid"] for n, m in jobs.items()}
+    assert sorted(pid) == [0, 1, 2, 3] and pid[0] == pid[1] and pid[2] == pid[3] and pid[0] != pid[2]

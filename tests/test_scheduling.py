@@ -1,12 +1,9 @@
-"""Grouping multirun jobs by shared GPU work (zitflow.scheduling): which jobs share a generation,
-and that the Ray launcher runs each group on one worker so no worker waits on another's latent."""
+"""Grouping multirun jobs by shared GPU work (zitflow.scheduling): which jobs share a generation.
+That the Ray launcher runs each group on one worker, so no worker waits on another's latent, is
+tested end to end by tests/test_multi_gpu_sweep.py."""
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
-
-import pytest
 from hydra import compose, initialize_config_dir
 
 from zitflow.app import CONFIG_DIR
@@ -41,31 +38,3 @@ def test_a_job_that_cannot_be_planned_or_uses_no_model_runs_alone(tmp_path):
     retouch = job_config(tmp_path, "recipe=retouch")
     assert gpu_work_key(bad) is None and gpu_work_key(retouch) is None
     assert gpu_work_groups([bad, bad, retouch]) == [[0], [1], [2]]
-
-
-@pytest.mark.slow
-def test_ray_workers_never_wait_on_each_others_generation(tmp_path):
-    pytest.importorskip("ray", reason="ray is in the dev extra")
-    from tests.test_cli import zitflow
-    from tests.test_sweep import SWEEP_RECIPE
-
-    (tmp_path / "pack" / "recipe").mkdir(parents=True)
-    (tmp_path / "pack" / "recipe" / "tsweep.yaml").write_text(SWEEP_RECIPE)
-    p = zitflow("-m", "recipe=tsweep", "model=tiny", "runtime=cpu", "prompt=a kite", "seed=1,2",
-                "stages.sharpen.amount=0.4,0.8", "hydra/launcher=ray", "hydra.launcher.workers=2",
-                "+hydra.launcher.init.num_cpus=2", "+hydra.launcher.init.include_dashboard=false",
-                f"hydra.sweep.dir={tmp_path}/out", cache=tmp_path / "cache",
-                env={"ZITFLOW_RECIPE_PATH": str(tmp_path / "pack"), "ZITFLOW_MODELS_DIR": str(tmp_path / "models"),
-                     "RAY_DEDUP_LOGS": "0"})
-    assert "4 jobs in 2 group(s)" in p.stdout + p.stderr
-    ms = {int(f.parent.name): json.loads(f.read_text()) for f in (tmp_path / "out").glob("*/manifest.json")}
-    assert len(ms) == 4, p.stdout + p.stderr
-    status = {n: {s["name"]: s["status"] for s in m["stages"]} for n, m in ms.items()}
-    assert sorted(s["denoise"] for s in status.values()) == ["hit", "hit", "run", "run"]
-    assert all(s["denoise"] != "shared" for s in status.values())  # "shared": it waited for another worker
-    pid = {n: m["process"]["pid"] for n, m in ms.items()}
-    assert pid[0] == pid[1] and pid[2] == pid[3]  # a seed's two post variants ran on one worker
-    by_pid = defaultdict(list)
-    for n, m in ms.items():
-        by_pid[pid[n]].append(status[n]["sharpen"])
-    assert sorted(sum(by_pid.values(), [])) == ["run"] * 4
