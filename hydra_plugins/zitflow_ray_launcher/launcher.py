@@ -1,12 +1,13 @@
 """A Hydra launcher over Ray's public API: ``python -m zitflow -m hydra/launcher=ray ...``.
 
 Each worker is a Ray actor (one process) that runs job after job, so zitflow's process-wide
-model pool loads each model once per worker, not once per job. Jobs that share GPU work (the
-post-processing variants of one seed: equal encode/denoise/decode keys, see
-:mod:`zitflow.scheduling`) form one group that runs on one worker, in order, so no worker waits
-on another's generation; groups go to whichever worker is free (``ray.util.ActorPool``) and
-results come back in job order. Workers share the cache through ``cache.dir``; concurrent
-workers on one key compute it once (the store's key locks).
+model pool loads each model once per worker, not once per job. Jobs go to whichever worker is
+free in the order of :class:`zitflow.scheduling.Schedule`: each generation's first job before
+the rest, and a job that shares a generation (a post-processing variant of the same seed: equal
+encode/denoise/decode keys) only once that generation exists, so no worker waits on another's
+generation and the variants spread over all workers. Results come back in job order. Workers
+share the cache through ``cache.dir``; concurrent workers on one key still compute it once (the
+store's key locks), e.g. two sweeps at once.
 
 Why not ``hydra-ray-launcher``: it runs each job as a Ray task (no worker keeps its models by
 design; reuse depends on Ray's worker recycling), and its 1.2.2 release pins ``cloudpickle<3``,
@@ -21,8 +22,7 @@ Config (``hydra.launcher.*``):
 * ``gpus_per_worker`` / ``cpus_per_worker``: resources each worker holds (a GPU each by
   default when the cluster has GPUs).
 * ``init``: extra ``ray.init`` keyword arguments.
-* ``group_gpu_work``: keep jobs that share GPU work on one worker (default true); false hands
-  out single jobs.
+* ``schedule_gpu_work``: hand out jobs in that order (default true); false keeps Hydra's order.
 
 ``ZITFLOW_*``, ``HF_*``, ``AWS_*`` and ``FSSPEC_*`` environment variables of the launching process are passed to the
 workers, so ``ZITFLOW_CACHE_DIR`` or ``ZITFLOW_RECIPE_PATH`` mean the same there.
@@ -55,7 +55,7 @@ class RayWorkersConf:
     gpus_per_worker: Optional[float] = None
     cpus_per_worker: float = 1.0
     init: Dict[str, Any] = field(default_factory=dict)
-    group_gpu_work: bool = True
+    schedule_gpu_work: bool = True
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="ray", node=RayWorkersConf, provider="zitflow")
@@ -77,11 +77,6 @@ class _Worker:
         self.jobs += 1
         return run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
-
-    def run_group(self, hydra_context: HydraContext, sweep_configs: Sequence[DictConfig], task_function: TaskFunction,
-                  singleton_state: Dict[Any, Any]) -> list:
-        """Jobs that share GPU work, one after another in this worker."""
-        return [self.run(hydra_context, c, task_function, singleton_state) for c in sweep_configs]
 
     def pid(self) -> int:
         return os.getpid()
@@ -105,9 +100,9 @@ def plan_workers(n_jobs: int, resources: Dict[str, float], workers: Optional[int
 class RayWorkersLauncher(Launcher):
     def __init__(self, address: Optional[str] = None, workers: Optional[int] = None,
                  gpus_per_worker: Optional[float] = None, cpus_per_worker: float = 1.0,
-                 init: Optional[Dict[str, Any]] = None, group_gpu_work: bool = True, **_: Any) -> None:
+                 init: Optional[Dict[str, Any]] = None, schedule_gpu_work: bool = True, **_: Any) -> None:
         self.address, self.workers = address, workers
-        self.group_gpu_work = group_gpu_work
+        self.schedule_gpu_work = schedule_gpu_work
         self.gpus_per_worker, self.cpus_per_worker = gpus_per_worker, cpus_per_worker
         self.init = dict(init or {})
         self.config: Optional[DictConfig] = None
@@ -119,7 +114,8 @@ class RayWorkersLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import ray
-        from ray.util import ActorPool
+
+        from zitflow.scheduling import Schedule, gpu_work_keys
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         setup_globals()
@@ -140,30 +136,31 @@ class RayWorkersLauncher(Launcher):
                 sweep_config.hydra.job.num = idx
             specs.append(sweep_config)
         state = Singleton.get_state()
-        groups = self._groups(specs)
-        n, gpus, cpus = plan_workers(len(groups), ray.cluster_resources(), self.workers,
+        keys = gpu_work_keys(specs) if self.schedule_gpu_work else [None] * len(specs)
+        schedule = Schedule(keys)
+        n, gpus, cpus = plan_workers(len(specs), ray.cluster_resources(), self.workers,
                                      self.gpus_per_worker, self.cpus_per_worker)
-        log.info(f"Ray launcher: {len(job_overrides)} jobs in {len(groups)} group(s) of shared GPU work on {n} "
-                 f"worker(s) ({gpus:g} GPU, {cpus:g} CPU each), sweep dir {sweep_dir}")
+        log.info(f"Ray launcher: {len(job_overrides)} jobs ({len(schedule.leaders)} generations) on {n} worker(s) "
+                 f"({gpus:g} GPU, {cpus:g} CPU each), sweep dir {sweep_dir}")
         actor = ray.remote(_Worker)
-        pool_actors = [actor.options(num_gpus=gpus, num_cpus=cpus).remote() for _ in range(n)]
+        idle = [actor.options(num_gpus=gpus, num_cpus=cpus).remote() for _ in range(n)]
+        workers = list(idle)
         results: list = [None] * len(specs)
+        running: Dict[Any, Tuple[int, Any]] = {}
         try:
-            done = ActorPool(pool_actors).map(
-                lambda a, group: a.run_group.remote(self.hydra_context, [specs[i] for i in group],
-                                                    self.task_function, state), groups)
-            for group, returns in zip(groups, done):
-                for i, ret in zip(group, returns):
-                    results[i] = ret
+            while not schedule.exhausted or running:
+                while idle and (i := schedule.take()) is not None:
+                    a = idle.pop()
+                    running[a.run.remote(self.hydra_context, specs[i], self.task_function, state)] = (i, a)
+                if not running:  # nothing runs and nothing may start: cannot happen, but never spin
+                    raise RuntimeError("Ray launcher: the schedule stalled with jobs left")
+                ready, _ = ray.wait(list(running), num_returns=1)
+                for ref in ready:
+                    i, a = running.pop(ref)
+                    results[i] = ray.get(ref)
+                    schedule.finished(i)
+                    idle.append(a)
         finally:
-            for a in pool_actors:
+            for a in workers:
                 ray.kill(a)
         return results
-
-    def _groups(self, specs: Sequence[DictConfig]) -> list:
-        """Job indices grouped by shared GPU work (:mod:`zitflow.scheduling`), or one job a group."""
-        if not self.group_gpu_work:
-            return [[i] for i in range(len(specs))]
-        from zitflow.scheduling import gpu_work_groups
-
-        return gpu_work_groups(specs)
