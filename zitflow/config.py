@@ -24,6 +24,10 @@ class ConfigError(ValueError):
     """A bad framework setting; the message names the group and field."""
 
 
+#: Model sources whose weights are made from ``model.seed`` (it is part of their identity).
+SEEDED_SOURCES = ("tiny", "random")
+
+
 @dataclass
 class ModelConfig:
     """Where Z-Image-Turbo's components come from.

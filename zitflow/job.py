@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .cache.remote import open_store
 from .cache.store import CacheStore
-from .config import CacheConfig, ModelConfig, RuntimeConfig, load_section
+from .config import SEEDED_SOURCES, CacheConfig, ModelConfig, RuntimeConfig, load_section
 from .executor import Executor, Manifest, format_plan
 from .graph import Graph, chain
 from .keys import canonical_json
@@ -83,7 +83,7 @@ def config_hash(config: dict[str, Any], model: ModelConfig) -> str:
     """Hash of what decides the outputs: job keys, stages and the model's source (16 hex chars)."""
     what = {k: config.get(k) for k in JOB_KEYS}
     what["model"] = {"source": model.source, "id": model.id, "revision": model.revision,
-                     "path": model.path, "seed": model.seed if model.source in ("tiny", "random") else None}
+                     "path": model.path, "seed": model.seed if model.source in SEEDED_SOURCES else None}
     return hashlib.sha256(canonical_json(what).encode()).hexdigest()[:16]
 
 

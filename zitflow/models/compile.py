@@ -92,7 +92,7 @@ def compile_dit(dit: Any, runtime: Any, fingerprint: str, device: str) -> bool:
     A later run in the same process with another ``compile_mode`` or ``compile_dynamic``
     compiles again with those options.
     """
-    kwargs = _options(runtime)
+    kwargs = torch_compile_options(runtime)
     if getattr(dit, "_zitflow_compiled", None) == kwargs:
         return False
     prepare(runtime, fingerprint, device)
@@ -101,8 +101,9 @@ def compile_dit(dit: Any, runtime: Any, fingerprint: str, device: str) -> bool:
     return True
 
 
-def _options(runtime: Any) -> dict[str, Any]:
-    """torch.compile keyword arguments from ``runtime``."""
+def torch_compile_options(runtime: Any) -> dict[str, Any]:
+    """torch.compile keyword arguments from ``runtime`` (``compile_dynamic``, ``compile_mode``); every
+    compiled module (DiT blocks, VAE decoder, the SR network) takes the same."""
     kwargs: dict[str, Any] = {}
     dynamic = getattr(runtime, "compile_dynamic", None)
     if dynamic is not None:
@@ -120,7 +121,7 @@ def compile_vae_decoder(vae: Any, runtime: Any, fingerprint: str, device: str) -
     fuses its group norms and SiLUs around cuDNN's convolutions. Tiled decodes call the same
     decoder on 64x64-latent tiles, one more size to compile.
     """
-    kwargs = _options(runtime)
+    kwargs = torch_compile_options(runtime)
     if getattr(vae.decoder, "_zitflow_compiled", None) == kwargs:
         return False
     prepare(runtime, fingerprint, device)

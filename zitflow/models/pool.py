@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..config import ModelConfig, RuntimeConfig
+from ..config import SEEDED_SOURCES, ModelConfig, RuntimeConfig
 from .memory import GiB, ModelSizes, Plan, candidates, choose, peak_bytes, rank, sizes_from_params
 from .placement import MODULES, arrange, set_state
 from .sources import ResolvedModel, resolve, safetensors_header
@@ -149,7 +149,7 @@ class ModelPool:
     @staticmethod
     def _config_key(config: ModelConfig) -> tuple:
         return (config.source, config.id, config.revision, config.path,
-                config.seed if config.source in ("tiny", "random") else None)
+                config.seed if config.source in SEEDED_SOURCES else None)
 
     def resolve(self, config: ModelConfig) -> ResolvedModel:
         """Where ``config``'s weights are, resolved once per process (cheap after the first time)."""

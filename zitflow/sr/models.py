@@ -15,6 +15,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .convert import SHIPPED, WeightsError, ensure_converted, file_sha256, shipped_state_dict
 
@@ -127,20 +128,20 @@ def load(ref: WeightsRef, device: str = "cpu", dtype=None, channels_last: bool =
         return desc
 
 
-def compiled(desc, dynamic: bool | None = None, mode: str | None = None):
-    """A twin of the descriptor ``desc`` whose network runs through ``torch.compile`` (made once per
-    descriptor and options; the weights are shared). Calling it is calling ``desc``: spandrel's
+def compiled(desc, **options: Any):
+    """A twin of the descriptor ``desc`` whose network runs through ``torch.compile(**options)``
+    (made once per descriptor and options; the weights are shared). Calling it is calling ``desc``: spandrel's
     padding to the size requirements and its range guarantee stay; ``desc`` itself is untouched.
 
     For ``runtime.compile`` on CUDA: the convolutions stay cuDNN's, inductor fuses the
     element-wise work between them (RRDB's residual scaling, LeakyReLU, the dense concatenations).
-    Each new tile shape compiles once (dynamic after the second, unless ``dynamic`` says).
+    Each new tile shape compiles once (dynamic after the second, unless ``dynamic`` says); the
+    stage passes :func:`zitflow.models.compile.torch_compile_options` of its runtime.
     """
     import copy
 
     import torch
 
-    options = {k: v for k, v in (("dynamic", dynamic), ("mode", mode)) if v is not None}
     key = tuple(sorted(options.items()))
     twins = desc.__dict__.setdefault("_zitflow_compiled", {})
     with _LOCK:

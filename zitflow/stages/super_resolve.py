@@ -150,8 +150,7 @@ class SuperResolve(Stage):
                 from ..models import compile as zcompile
 
                 zcompile.prepare(ctx.runtime, f"sr-{ref.sha256[:16]}", device)
-                net = models.compiled(desc, getattr(ctx.runtime, "compile_dynamic", None),
-                                      getattr(ctx.runtime, "compile_mode", None))
+                net = models.compiled(desc, **zcompile.torch_compile_options(ctx.runtime))
             fn = torch_tile_fn(net, device, dtype, quantize=quantize)
             net_scale, arch = int(desc.scale), desc.architecture.name
             engine, tile_device = f"torch-{device}" + ("+compile" if compiled else ""), device
