@@ -57,7 +57,7 @@ def child(mode: str, cache: str, sizes: list[tuple[int, int]], precision: str = 
     rt = RuntimeConfig(device="cuda", offload="resident", progress="off", compile=mode != "eager",
                        compile_cache_dir=cache, precision=precision)
     rows = []
-    runs = [sizes[0], sizes[0], sizes[1]] if mode == "cold" else [sizes[0], sizes[1]]
+    runs = ([sizes[0], sizes[0]] if mode == "cold" else [sizes[0]]) + sizes[1:2]
     for i, (w, h) in enumerate(runs):
         with tempfile.TemporaryDirectory() as tmp:
             ctx = RunContext(runtime=rt, models=pool, model_config=config)
@@ -87,6 +87,14 @@ def main() -> int:
     cache = args.cache or tempfile.mkdtemp(prefix="zitflow-compile-")
     shutil.rmtree(cache, ignore_errors=True)
     results = []
+
+    def save() -> float:
+        """Rewrite ``--out`` with the phases so far (a cold FP8 compile cut off keeps the eager phase)."""
+        size_mb = sum(f.stat().st_size for f in Path(cache).rglob("*") if f.is_file()) / 1e6
+        Path(args.out).write_text(json.dumps({"sizes": args.sizes, "precision": args.precision, "decode": args.decode,
+                                              "cache_mb": round(size_mb, 1), "phases": results}, indent=2))
+        return size_mb
+
     for mode in ("eager", "cold", "warm-cache"):
         env = dict(os.environ)
         env.pop("TORCHINDUCTOR_CACHE_DIR", None)
@@ -98,6 +106,7 @@ def main() -> int:
         if line is None:
             print(f"{mode}: failed (exit {p.returncode})\n{p.stderr[-3000:]}", flush=True)
             results.append({"mode": mode, "error": p.stderr[-2000:]})
+            size_mb = save()
             continue
         r = json.loads(line[len("RESULT "):])
         r["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -106,9 +115,7 @@ def main() -> int:
                                           + (f" (decode {x['decode_s']:.2f} s)" if "decode_s" in x else "")
                                           for x in r["runs"])
               + f"  (process {r['process_s']} s, wall {r['wall_s']} s)", flush=True)
-    size_mb = sum(f.stat().st_size for f in Path(cache).rglob("*") if f.is_file()) / 1e6
-    Path(args.out).write_text(json.dumps({"sizes": args.sizes, "precision": args.precision, "decode": args.decode,
-                                          "cache_mb": round(size_mb, 1), "phases": results}, indent=2))
+        size_mb = save()
     print(f"cache folder: {size_mb:.0f} MB; wrote {args.out}")
     return 0
 

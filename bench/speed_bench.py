@@ -14,7 +14,9 @@ Medians of ``--repeats`` runs after one warm-up, peak GPU memory, the DiT's achi
 zitflow's time as a ratio of stock. Parity: zitflow's latents against stock's (max and mean abs).
 
 ``--sweep N``: images per hour for an N-seed sweep at 1024x1024 (one prompt): N stock calls against
-zitflow on one store, where the prompt is encoded once and reused.
+zitflow on one store, where the prompt is encoded once and reused, under ``--sweep-variant``: a named
+variant without ``--variants`` runs right after stock's side (``--sweep 16 --sweep-variant compile``
+is the short run); ``best`` (the fastest of ``--variants``) runs after them.
 
 ``--compile``: the same 1024x1024 row with ``runtime.compile=true`` (regional compilation of the
 repeated DiT blocks), its cold first-run seconds, and latents against eager.
@@ -32,7 +34,9 @@ to see what batching a sweep's seeds into one denoise would gain.
 ``--lean``: zitflow's encode stage skips the negative prompt (``with_negative=false``), as stock
 does at guidance 0; the default encodes it for later guidance sweeps.
 
-Prints a table and writes JSON (``--out``). Runs on a CUDA machine only.
+Prints a table and writes JSON (``--out``), rewritten after each section (``info.complete`` is true
+once all ran), so a run its caller cuts off keeps what it measured. Runs on a CUDA machine only
+(``--tiny``: a CPU smoke run).
 
 Usage::
 
@@ -259,10 +263,20 @@ def main() -> int:
         print("speed_bench needs CUDA (or --tiny, a CPU smoke run on the tiny model)", file=sys.stderr)
         return 2
     start = time.perf_counter()
+    info = {"device": torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu (tiny model)",
+            "torch": torch.__version__, "steps": STEPS,
+            "model": "tiny (seeded random)" if args.tiny else "random full-size Z-Image-Turbo (bf16)",
+            "repeats": args.repeats}
     torch._dynamo.config.cache_size_limit = 64  # one graph per variant x size: stay compiled, never fall back
     b = Bench(tiny=args.tiny)
     b.lean = args.lean
     rows, extra = [], {}
+
+    def save(complete: bool = False) -> None:
+        """Write what was measured so far: a run cut off by its caller keeps its finished sections."""
+        record = dict(info, total_s=round(time.perf_counter() - start, 1), complete=complete)
+        Path(args.out).write_text(json.dumps({"info": record, "rows": rows, **extra}, indent=2))
+
     for item in [s for s in args.sizes.split(",") if s]:
         if time.perf_counter() - start > args.max_seconds:
             rows.append({"size": item, "skipped": "max-seconds reached"})
@@ -294,6 +308,7 @@ def main() -> int:
               f"(enc {z_stage['encode']:.3f} den {z_stage['denoise']:.3f} dec {z_stage['decode']:.3f})  "
               f"ratio {row['ratio_total']:.2f}  DiT {row['dit_tflops_per_s']} TFLOP/s  "
               f"latents max diff {row['parity_latents']['max_abs']}", flush=True)
+        save()
         empty_cache()
 
     # stock rows first: the variants below compile and convert the very DiT that stock's pipeline holds
@@ -318,6 +333,27 @@ def main() -> int:
         extra["sweep"] = {"seeds": args.sweep, "size": at_name(), "stock_s": round(stock_sweep_s, 2),
                           "stock_images_per_hour": round(args.sweep * 3600 / stock_sweep_s)}
         print(f"sweep of {args.sweep} seeds at {at_name()}: {args.sweep} stock calls {stock_sweep_s:.1f} s", flush=True)
+        save()
+
+    def zitflow_sweep(variant: str) -> None:
+        """The sweep's zitflow side: ``--sweep`` seeds of one prompt through the executor, one cache."""
+        n, (w, h) = args.sweep, AT
+        rt = variant_runtime(variant)
+        b.zitflow(w, h, 99, runtime=rt)  # warm-up (compiles, when the variant compiles)
+        with tempfile.TemporaryDirectory(prefix="zitflow-sweep-") as tmp:
+            store = CacheStore(tmp)
+            t0 = time.perf_counter()
+            for s in range(n):
+                b.zitflow(w, h, 100 + s, store=store, runtime=rt)
+            zit_s = time.perf_counter() - t0
+        extra["sweep"].update({"variant": variant, "lean": args.lean, "zitflow_s": round(zit_s, 2),
+                               "zitflow_images_per_hour": round(n * 3600 / zit_s),
+                               "ratio": round(zit_s / stock_sweep_s, 3)})
+        print(f"sweep of {n} seeds at {at_name()}: stock {stock_sweep_s:.1f} s, zitflow ({variant}) {zit_s:.1f} s "
+              f"({extra['sweep']['zitflow_images_per_hour']} vs {extra['sweep']['stock_images_per_hour']} images/h)",
+              flush=True)
+        save()
+
 
     if args.batch and not out_of_time("batch"):
         n = args.batch
@@ -333,6 +369,7 @@ def main() -> int:
                           "batched_peak_gib": round(peak_gib(), 2)}
         print(f"batch of {n} at {at_name()}: {n} stock calls {sum(single):.2f} s, one batched call {min(batched):.2f} s "
               f"(x{extra['batch']['speedup']})", flush=True)
+        save()
 
     if args.compile and not out_of_time("compile"):
         w, h = AT
@@ -348,44 +385,31 @@ def main() -> int:
                             "parity_vs_eager": latent_diff(cold[2], eager[2])}
         print(f"compiled {at_name()}: cold first denoise {cold[1]['denoise']:.1f} s, then denoise {den:.3f} s, "
               f"total {tot:.3f} s; latents vs eager {extra['compile']['parity_vs_eager']}", flush=True)
+        save()
+
+    names = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
+    if stock_sweep_s is not None and args.sweep_variant != "best" and not names and not out_of_time("sweep"):
+        zitflow_sweep(args.sweep_variant)  # a named variant and no variants section: right after stock's side
 
     plans = [p for p in args.plans.split(",") if p]
     if plans and not out_of_time("plans"):  # before variants compile or convert the DiT
         extra["plans"] = run_plans(b, ["resident", *[p for p in plans if p != "resident"]])
+        save()
 
-    names = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
+    if names and stock_at is None:  # stock's reference time while its DiT is still uncompiled bf16
+        stock_at = statistics.median(r[0] for r in median_of(lambda: b.stock(*AT, 1234), args.repeats))
     if names:
-        if stock_at is None:
-            stock_at = statistics.median(r[0] for r in median_of(lambda: b.stock(*AT, 1234), args.repeats))
-        extra["variants"] = run_variants(b, names, args.repeats, stock_at, start, args.max_seconds)
         extra["variants_stock_total_s"] = round(stock_at, 3)
+        extra["variants"] = []
+        run_variants(b, names, args.repeats, stock_at, start, args.max_seconds, extra["variants"], save)
 
-    if stock_sweep_s is not None and not out_of_time("sweep"):
-        n, (w, h) = args.sweep, AT
-        if args.sweep_variant == "best":
-            done = [v for v in extra.get("variants") or [] if "total_s" in v]
-            args.sweep_variant = min(done, key=lambda v: v["total_s"])["variant"] if done else "eager"
-        rt = variant_runtime(args.sweep_variant)
-        b.zitflow(w, h, 99, runtime=rt)  # warm-up (compiles, when the variant compiles)
-        with tempfile.TemporaryDirectory(prefix="zitflow-sweep-") as tmp:
-            store = CacheStore(tmp)
-            t0 = time.perf_counter()
-            for s in range(n):
-                b.zitflow(w, h, 100 + s, store=store, runtime=rt)
-            zit_s = time.perf_counter() - t0
-        extra["sweep"].update({"variant": args.sweep_variant, "lean": args.lean, "zitflow_s": round(zit_s, 2),
-                               "zitflow_images_per_hour": round(n * 3600 / zit_s),
-                               "ratio": round(zit_s / stock_sweep_s, 3)})
-        print(f"sweep of {n} seeds at {at_name()}: stock {stock_sweep_s:.1f} s, zitflow ({args.sweep_variant}) {zit_s:.1f} s "
-              f"({extra['sweep']['zitflow_images_per_hour']} vs {extra['sweep']['stock_images_per_hour']} images/h)",
-              flush=True)
+    if stock_sweep_s is not None and "zitflow_s" not in extra["sweep"] and not out_of_time("sweep"):
+        done = [v for v in extra.get("variants") or [] if "total_s" in v]
+        best = min(done, key=lambda v: v["total_s"])["variant"] if done else "eager"
+        zitflow_sweep(best if args.sweep_variant == "best" else args.sweep_variant)
 
     print_table(rows, extra)
-    info = {"device": torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu (tiny model)",
-            "torch": torch.__version__, "steps": STEPS,
-            "model": "random full-size Z-Image-Turbo (bf16)", "repeats": args.repeats,
-            "total_s": round(time.perf_counter() - start, 1)}
-    Path(args.out).write_text(json.dumps({"info": info, "rows": rows, **extra}, indent=2))
+    save(complete=True)
     print(f"wrote {args.out}")
     return 0
 
@@ -428,12 +452,13 @@ def run_plans(b: Bench, plans: list[str]) -> list[dict]:
 
 
 def run_variants(b: Bench, names: list[str], repeats: int, stock_total: float, start: float,
-                 max_seconds: float) -> list[dict]:
-    """Each runtime variant at ``--at`` (1024x1024): cold run, medians, ratio to stock, latents vs eager bf16."""
+                 max_seconds: float, out: list[dict], saved=lambda: None) -> list[dict]:
+    """Each runtime variant at ``--at`` (1024x1024): cold run, medians, ratio to stock, latents vs eager bf16;
+    appended to ``out`` one by one, ``saved()`` called after each (a long cold compile cut off loses no other)."""
     torch = b.torch
     w, h = AT
     seed = 7
-    out, ref = [], None
+    ref = None
     for name in names:
         if time.perf_counter() - start > max_seconds:
             out.append({"variant": name, "skipped": "max-seconds reached"})
@@ -449,6 +474,7 @@ def run_variants(b: Bench, names: list[str], repeats: int, stock_total: float, s
             msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
             out.append({"variant": name, "runtime": VARIANTS[name], "error": msg})
             print(f"variant {name}: cannot run here ({msg})", flush=True)
+            saved()
             continue
         if ref is None:
             ref = runs[-1][2]
@@ -466,6 +492,7 @@ def run_variants(b: Bench, names: list[str], repeats: int, stock_total: float, s
               f"{med['denoise']:.3f} dec {med['decode']:.3f})  x{row['ratio_vs_stock']:.2f} of stock  "
               f"latents vs eager max {row['latents_vs_eager_bf16']['max_abs']} mean "
               f"{row['latents_vs_eager_bf16']['mean_abs']}", flush=True)
+        saved()
     return out
 
 

@@ -10,7 +10,7 @@ Measures, for each built-in Real-ESRGAN model, a W x W input (default 1024) upsc
 
 Each row is the median of ``--repeats`` timed runs after one warm-up run, end to end through
 :func:`zitflow.sr.upscale.upscale_pixels` (numpy in, numpy out). Prints a table and writes
-JSON to ``--out``.
+JSON to ``--out`` (rewritten after each row; ``info.complete`` once all ran).
 
 Usage::
 
@@ -131,6 +131,11 @@ def main(argv=None) -> int:
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "input": [size, size],
             "repeats": args.repeats}
     rows = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(complete: bool = False) -> None:
+        """Rewrite ``--out`` with the rows so far: a run cut off keeps every finished row."""
+        args.out.write_text(json.dumps({"info": dict(info, complete=complete), "rows": rows}, indent=2))
 
     def record(model, engine, precision, tiled, scale, seconds, out, peak, ref=None, output="stage"):
         mp = out.shape[0] * out.shape[1] / 1e6
@@ -144,6 +149,7 @@ def main(argv=None) -> int:
               f"{row['out'][0]}x{row['out'][1]:<5d} {seconds:8.3f} s {row['out_mp_per_s']:8.2f} MP/s"
               + (f"  peak {row['peak_gpu_gib']} GiB" if peak else "")
               + (f"  diff {row['max_abs_diff_vs_first']}" if ref is not None else ""), flush=True)
+        save()
 
     for name in args.models:
         ref = models.resolve(name)
@@ -157,6 +163,7 @@ def main(argv=None) -> int:
                              "out_mp_per_s": round(16 * size * size / 1e6 / sec, 3)})
                 print(f"{name:24s} torch-cuda   {precision:5s} forward (network only, tensor on the GPU) "
                       f"x4 {sec:8.3f} s", flush=True)
+                save()
             # the stage's path (uint8 rounded on the device on CUDA) and, on CUDA, the float path it replaced
             variants = [("stage", True, [None] if not args.no_untiled else [])]
             variants[0][2].append(tile)
@@ -207,8 +214,7 @@ def main(argv=None) -> int:
                                            1 if slow else args.repeats, warmup=not slow)
                     record(name, engine, precision, tile, scale, sec, out, None, firsts.get(scale))
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"info": info, "rows": rows}, indent=2))
+    save(complete=True)
     print(f"\n{info['device']}, torch {info['torch']}; wrote {args.out}")
     return 0
 
