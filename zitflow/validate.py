@@ -212,7 +212,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
         for (x, y), r in zip(pts or [(sx(m), sy(v)) for m, v in zip(mps, est)], rows):
             if pts:
                 d.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
-            d.text((x + 4, y - 14), f"{r['width']}x{r['height']}", fill="black", font=font)
+            label = f"{r['width']}x{r['height']}"
+            right = x + 4 + d.textlength(label, font=font) <= x1 - 2  # else left of the point, inside the panel
+            d.text((x + 4 if right else x - 4 - d.textlength(label, font=font), y - 14), label, fill="black", font=font)
         if i:
             for m, v in zip(mps, est):
                 d.ellipse((sx(m) - 2, sy(v) - 2, sx(m) + 2, sy(v) + 2), outline="black")
