@@ -1,6 +1,7 @@
 """bench/speed_bench.py end to end on the tiny model (``--tiny``, CPU): every section runs, the
 JSON holds what the table printed, zitflow's latents equal the stock pipeline's, and a section
-cut by ``--max-seconds`` says so instead of vanishing. The GPU numbers come from the same script
+cut by ``--max-seconds`` says so instead of vanishing, and a run killed midway leaves the sections
+it finished in its JSON. The GPU numbers come from the same script
 on the device machine; nothing here times anything."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,13 +18,21 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_bench(tmp_path, *args: str) -> dict:
+def bench_command(out: Path, *args: str) -> list[str]:
+    return [sys.executable, str(REPO / "bench" / "speed_bench.py"), "--tiny", "--sizes", "128x128",
+            "--at", "128x128", "--repeats", "1", "--lean", "--out", str(out), *args]
+
+
+def run_bench(tmp_path, *args: str, stdout: list | None = None) -> dict:
     out = tmp_path / "speed.json"
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "speed_bench.py"), "--tiny", "--sizes", "128x128",
-                           "--at", "128x128", "--repeats", "1", "--lean", "--out", str(out), *args],
-                          cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(bench_command(out, *args), cwd=REPO, env=dict(os.environ), capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(out.read_text())
+    if stdout is not None:
+        stdout.append(proc.stdout)
+    data = json.loads(out.read_text())
+    assert data["info"]["complete"] is True
+    return data
 
 
 @pytest.mark.slow
@@ -46,3 +56,37 @@ def test_sections_past_the_time_limit_say_they_were_skipped(tmp_path):
     assert data["rows"] == [{"size": "128x128", "skipped": "max-seconds reached"}]
     assert data["sweep"] == {"skipped": "--max-seconds 0.0 reached"}
     assert data["plans"] == {"skipped": "--max-seconds 0.0 reached"}
+
+
+@pytest.mark.slow
+def test_a_named_sweep_variant_runs_right_after_the_stock_side(tmp_path):
+    printed: list = []
+    data = run_bench(tmp_path, "--sweep", "2", "--sweep-variant", "eager", "--plans", "staged", stdout=printed)
+    assert data["sweep"]["variant"] == "eager" and data["sweep"]["zitflow_images_per_hour"] > 0
+    lines = printed[0].splitlines()
+    zitflow_sweep = next(i for i, ln in enumerate(lines) if ln.startswith("sweep of 2 seeds") and "zitflow" in ln)
+    first_plan = next(i for i, ln in enumerate(lines) if ln.startswith("plan resident"))
+    assert zitflow_sweep < first_plan  # side by side with stock's 2 calls, before the other sections
+
+
+@pytest.mark.slow
+def test_a_run_killed_midway_keeps_the_sections_it_finished(tmp_path):
+    out = tmp_path / "speed.json"
+    proc = subprocess.Popen(bench_command(out, "--sweep", "400"), cwd=REPO, env=dict(os.environ),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        data, deadline = None, time.monotonic() + 300
+        while data is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                data = json.loads(out.read_text())
+            except (FileNotFoundError, json.JSONDecodeError):  # not written yet, or mid-write
+                data = None
+        assert data is not None, "the size row was never written"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode != 0  # killed during the 400-call stock sweep, not finished
+    data = json.loads(out.read_text())
+    assert data["info"]["complete"] is False
+    assert data["rows"][0]["size"] == "128x128" and data["rows"][0]["parity_latents"]["equal"]
