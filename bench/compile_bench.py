@@ -12,13 +12,19 @@ architecture on the GPU (``generate_bench.build_random_zimage``) and runs zitflo
 
 Seconds are the denoise stage's own (the executor's per-stage time), 9 steps; with
 ``--decode`` the decode stage runs too (``runtime.compile`` compiles the VAE decoder) and its
-seconds are reported beside. ``--precision fp8`` measures the FP8 DiT (``runtime=fast``).
-Prints a table and writes JSON (``--out``). CUDA only.
+seconds are reported beside. ``--precision fp8`` measures the FP8 DiT (``runtime=fast``);
+``--dynamic true`` compiles dynamic shapes from the first size (``runtime.compile_dynamic``; the
+default compiles the first size static and recompiles dynamic at the second, which costs the
+decoder 51 s on an H200).
+Prints a table and writes JSON (``--out``, rewritten after each phase). CUDA; ``--tiny`` is a
+CPU smoke run of the script on the tiny model (the CPU plan compiles nothing: it checks the
+phases, not compilation).
 
 Usage::
 
     python bench/compile_bench.py --out compile_bench.json
     python bench/compile_bench.py --precision fp8 --decode --out compile_fast.json
+    python bench/compile_bench.py --decode --dynamic true --out compile_dynamic.json
 """
 
 from __future__ import annotations
@@ -34,10 +40,12 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+DYNAMIC = {"null": None, "true": True, "false": False}
 
 
-def child(mode: str, cache: str, sizes: list[tuple[int, int]], precision: str = "auto", decode: bool = False) -> None:
-    """One phase in this process; prints one JSON line."""
+def child(mode: str, cache: str, sizes: list[tuple[int, int]], precision: str = "auto", decode: bool = False,
+          dynamic: bool | None = None, tiny: bool = False) -> None:
+    """One phase in this process; prints one JSON line. ``tiny``: the tiny model on the CPU."""
     sys.path.insert(0, str(HERE.parent))
     sys.path.insert(0, str(HERE))
     import torch
@@ -53,17 +61,24 @@ def child(mode: str, cache: str, sizes: list[tuple[int, int]], precision: str = 
 
     t_start = time.perf_counter()
     pool = ModelPool()
-    config = build_random_zimage(pool, "cuda")
-    rt = RuntimeConfig(device="cuda", offload="resident", progress="off", compile=mode != "eager",
-                       compile_cache_dir=cache, precision=precision)
+    device = "cpu" if tiny else "cuda"
+    rt = RuntimeConfig(device=device, offload="resident", progress="off", compile=mode != "eager",
+                       compile_cache_dir=cache, precision=precision, compile_dynamic=dynamic)
+    if tiny:
+        from zitflow.config import ModelConfig
+
+        config = ModelConfig()  # model=tiny
+    else:
+        config = build_random_zimage(pool, device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     rows = []
     runs = ([sizes[0], sizes[0]] if mode == "cold" else [sizes[0]]) + sizes[1:2]
     for i, (w, h) in enumerate(runs):
         with tempfile.TemporaryDirectory() as tmp:
             ctx = RunContext(runtime=rt, models=pool, model_config=config)
-            torch.cuda.synchronize()
+            sync()
             m = Executor(graph_for(w, h, 100 + i, decode=decode), CacheStore(tmp), ctx).execute()
-            torch.cuda.synchronize()
+            sync()
         seconds = {r.name: r.seconds for r in m.stages}
         rows.append({"size": f"{w}x{h}", "denoise_s": round(seconds["denoise"], 3),
                      **({"decode_s": round(seconds["decode"], 3)} if decode else {})})
@@ -77,12 +92,15 @@ def main() -> int:
     ap.add_argument("--cache", default=None, help="compile cache folder (default: a temp folder)")
     ap.add_argument("--out", default="compile_bench.json")
     ap.add_argument("--precision", default="auto", choices=("auto", "fp8"), help="runtime.precision of the runs")
+    ap.add_argument("--dynamic", default="null", choices=("null", "true", "false"),
+                    help="runtime.compile_dynamic of the runs (null: static first size, dynamic from the second)")
     ap.add_argument("--decode", action="store_true", help="run (and compile) the decode stage too")
+    ap.add_argument("--tiny", action="store_true", help="smoke run on the CPU with the tiny model (numbers mean nothing)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     if args.child:
-        child(args.child, args.cache, sizes, args.precision, args.decode)
+        child(args.child, args.cache, sizes, args.precision, args.decode, DYNAMIC[args.dynamic], args.tiny)
         return 0
     cache = args.cache or tempfile.mkdtemp(prefix="zitflow-compile-")
     shutil.rmtree(cache, ignore_errors=True)
@@ -92,6 +110,7 @@ def main() -> int:
         """Rewrite ``--out`` with the phases so far (a cold FP8 compile cut off keeps the eager phase)."""
         size_mb = sum(f.stat().st_size for f in Path(cache).rglob("*") if f.is_file()) / 1e6
         Path(args.out).write_text(json.dumps({"sizes": args.sizes, "precision": args.precision, "decode": args.decode,
+                                              "compile_dynamic": DYNAMIC[args.dynamic],
                                               "cache_mb": round(size_mb, 1), "phases": results}, indent=2))
         return size_mb
 
@@ -100,7 +119,8 @@ def main() -> int:
         env.pop("TORCHINDUCTOR_CACHE_DIR", None)
         t0 = time.perf_counter()
         p = subprocess.run([sys.executable, __file__, "--child", mode, "--cache", cache, "--sizes", args.sizes,
-                            "--precision", args.precision] + (["--decode"] if args.decode else []),
+                            "--precision", args.precision, "--dynamic", args.dynamic]
+                           + (["--decode"] if args.decode else []) + (["--tiny"] if args.tiny else []),
                            capture_output=True, text=True, env=env)
         line = next((ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
