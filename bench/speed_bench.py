@@ -14,9 +14,9 @@ Medians of ``--repeats`` runs after one warm-up, peak GPU memory, the DiT's achi
 zitflow's time as a ratio of stock. Parity: zitflow's latents against stock's (max and mean abs).
 
 ``--sweep N``: images per hour for an N-seed sweep at 1024x1024 (one prompt): N stock calls against
-zitflow on one store, where the prompt is encoded once and reused, under ``--sweep-variant``: a named
-variant without ``--variants`` runs right after stock's side (``--sweep 16 --sweep-variant compile``
-is the short run); ``best`` (the fastest of ``--variants``) runs after them.
+zitflow on one store, where the prompt is encoded once and reused, under ``--sweep-variant`` (``best``:
+the fastest of ``--variants``). zitflow's side runs last, since a compiling variant changes the DiT
+in place; ``--sizes "" --sweep 16 --sweep-variant compile`` alone is the short run.
 
 ``--compile``: the same 1024x1024 row with ``runtime.compile=true`` (regional compilation of the
 repeated DiT blocks), its cold first-run seconds, and latents against eager.
@@ -246,7 +246,9 @@ def main() -> int:
     ap.add_argument("--compile", action="store_true", help="add the runtime.compile=true row (at --at)")
     ap.add_argument("--variants", default="", help="comma-separated names of VARIANTS to measure at --at ('all')")
     ap.add_argument("--sweep-variant", default="eager",
-                    help="runtime variant of zitflow's sweep row ('best': the fastest of --variants)")
+                    help="runtime variant of zitflow's sweep row ('best': the fastest of --variants); it runs after "
+                         "--variants, whose compiled blocks stay compiled and FP8 stays FP8, so name one alone or "
+                         "the last of them")
     ap.add_argument("--plans", default="", help="memory plans to time at --at against resident (e.g. 'staged,model')")
     ap.add_argument("--batch", type=int, default=0, help="images of the batched stock row (0: skip)")
     ap.add_argument("--lean", action="store_true", help="encode without the negative prompt, as stock at guidance 0")
@@ -354,7 +356,6 @@ def main() -> int:
               flush=True)
         save()
 
-
     if args.batch and not out_of_time("batch"):
         n = args.batch
         seeds = list(range(200, 200 + n))
@@ -387,15 +388,12 @@ def main() -> int:
               f"total {tot:.3f} s; latents vs eager {extra['compile']['parity_vs_eager']}", flush=True)
         save()
 
-    names = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
-    if stock_sweep_s is not None and args.sweep_variant != "best" and not names and not out_of_time("sweep"):
-        zitflow_sweep(args.sweep_variant)  # a named variant and no variants section: right after stock's side
-
     plans = [p for p in args.plans.split(",") if p]
     if plans and not out_of_time("plans"):  # before variants compile or convert the DiT
         extra["plans"] = run_plans(b, ["resident", *[p for p in plans if p != "resident"]])
         save()
 
+    names = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
     if names and stock_at is None:  # stock's reference time while its DiT is still uncompiled bf16
         stock_at = statistics.median(r[0] for r in median_of(lambda: b.stock(*AT, 1234), args.repeats))
     if names:
@@ -403,7 +401,8 @@ def main() -> int:
         extra["variants"] = []
         run_variants(b, names, args.repeats, stock_at, start, args.max_seconds, extra["variants"], save)
 
-    if stock_sweep_s is not None and "zitflow_s" not in extra["sweep"] and not out_of_time("sweep"):
+    # last: a compiling variant compiles the DiT in place, which would change every later section
+    if stock_sweep_s is not None and not out_of_time("sweep"):
         done = [v for v in extra.get("variants") or [] if "total_s" in v]
         best = min(done, key=lambda v: v["total_s"])["variant"] if done else "eager"
         zitflow_sweep(best if args.sweep_variant == "best" else args.sweep_variant)
