@@ -337,25 +337,6 @@ def main() -> int:
         print(f"sweep of {args.sweep} seeds at {at_name()}: {args.sweep} stock calls {stock_sweep_s:.1f} s", flush=True)
         save()
 
-    def zitflow_sweep(variant: str) -> None:
-        """The sweep's zitflow side: ``--sweep`` seeds of one prompt through the executor, one cache."""
-        n, (w, h) = args.sweep, AT
-        rt = variant_runtime(variant)
-        b.zitflow(w, h, 99, runtime=rt)  # warm-up (compiles, when the variant compiles)
-        with tempfile.TemporaryDirectory(prefix="zitflow-sweep-") as tmp:
-            store = CacheStore(tmp)
-            t0 = time.perf_counter()
-            for s in range(n):
-                b.zitflow(w, h, 100 + s, store=store, runtime=rt)
-            zit_s = time.perf_counter() - t0
-        extra["sweep"].update({"variant": variant, "lean": args.lean, "zitflow_s": round(zit_s, 2),
-                               "zitflow_images_per_hour": round(n * 3600 / zit_s),
-                               "ratio": round(zit_s / stock_sweep_s, 3)})
-        print(f"sweep of {n} seeds at {at_name()}: stock {stock_sweep_s:.1f} s, zitflow ({variant}) {zit_s:.1f} s "
-              f"({extra['sweep']['zitflow_images_per_hour']} vs {extra['sweep']['stock_images_per_hour']} images/h)",
-              flush=True)
-        save()
-
     if args.batch and not out_of_time("batch"):
         n = args.batch
         seeds = list(range(200, 200 + n))
@@ -394,18 +375,34 @@ def main() -> int:
         save()
 
     names = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
-    if names and stock_at is None:  # stock's reference time while its DiT is still uncompiled bf16
-        stock_at = statistics.median(r[0] for r in median_of(lambda: b.stock(*AT, 1234), args.repeats))
     if names:
+        if stock_at is None:  # stock's reference time while its DiT is still uncompiled bf16
+            stock_at = statistics.median(r[0] for r in median_of(lambda: b.stock(*AT, 1234), args.repeats))
         extra["variants_stock_total_s"] = round(stock_at, 3)
         extra["variants"] = []
         run_variants(b, names, args.repeats, stock_at, start, args.max_seconds, extra["variants"], save)
 
     # last: a compiling variant compiles the DiT in place, which would change every later section
     if stock_sweep_s is not None and not out_of_time("sweep"):
-        done = [v for v in extra.get("variants") or [] if "total_s" in v]
-        best = min(done, key=lambda v: v["total_s"])["variant"] if done else "eager"
-        zitflow_sweep(best if args.sweep_variant == "best" else args.sweep_variant)
+        n, (w, h) = args.sweep, AT
+        variant = args.sweep_variant
+        if variant == "best":
+            done = [v for v in extra.get("variants") or [] if "total_s" in v]
+            variant = min(done, key=lambda v: v["total_s"])["variant"] if done else "eager"
+        rt = variant_runtime(variant)
+        b.zitflow(w, h, 99, runtime=rt)  # warm-up (compiles, when the variant compiles)
+        with tempfile.TemporaryDirectory(prefix="zitflow-sweep-") as tmp:
+            store = CacheStore(tmp)
+            t0 = time.perf_counter()
+            for s in range(n):
+                b.zitflow(w, h, 100 + s, store=store, runtime=rt)
+            zit_s = time.perf_counter() - t0
+        extra["sweep"].update({"variant": variant, "lean": args.lean, "zitflow_s": round(zit_s, 2),
+                               "zitflow_images_per_hour": round(n * 3600 / zit_s),
+                               "ratio": round(zit_s / stock_sweep_s, 3)})
+        print(f"sweep of {n} seeds at {at_name()}: stock {stock_sweep_s:.1f} s, zitflow ({variant}) {zit_s:.1f} s "
+              f"({extra['sweep']['zitflow_images_per_hour']} vs {extra['sweep']['stock_images_per_hour']} images/h)",
+              flush=True)
 
     print_table(rows, extra)
     save(complete=True)

@@ -213,8 +213,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
             if pts:
                 d.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
             label = f"{r['width']}x{r['height']}"
-            right = x + 4 + d.textlength(label, font=font) <= x1 - 2  # else left of the point, inside the panel
-            d.text((x + 4 if right else x - 4 - d.textlength(label, font=font), y - 14), label, fill="black", font=font)
+            width = d.textlength(label, font=font)
+            lx = x + 4 if x + 4 + width <= x1 - 2 else x - 4 - width  # left of the point when it would leave the panel
+            d.text((lx, y - 14), label, fill="black", font=font)
         if i:
             for m, v in zip(mps, est):
                 d.ellipse((sx(m) - 2, sy(v) - 2, sx(m) + 2, sy(v) + 2), outline="black")
