@@ -49,7 +49,7 @@ class ModelConfig:
 
 @dataclass
 class RuntimeConfig:
-    """How to run: none of it enters a cache key, except ``precision=fp8`` (it changes the numbers)."""
+    """How to run: none of it enters a cache key, except an FP8 ``precision`` (it changes the numbers)."""
 
     device: str = param("auto", help="auto, cpu, cuda or cuda:N")
     vram_gb: Optional[float] = param(None, gt=0, help="pretend the GPU has this much memory (plans)")
@@ -63,8 +63,8 @@ class RuntimeConfig:
     compile_mode: Optional[str] = param(None, choices=COMPILE_MODES,
                                         help="torch.compile mode=: default or max-autotune-no-cudagraphs (null: default)")
     precision: str = param("auto", choices=PRECISIONS,
-                           help="fp8: DiT block linears in FP8 (torchao; compute capability 8.9+, resident plan); "
-                                "enters the denoise key")
+                           help="fp8 / fp8_tensor: DiT block linears in FP8 with row / tensor scales (torchao; "
+                                "compute capability 8.9+, resident plan); enters the denoise key")
     attention: str = param("auto", choices=ATTENTION_BACKENDS,
                            help="diffusers attention backend of the DiT (auto: its default, torch SDPA)")
 

@@ -4,7 +4,9 @@
 feed-forward w1/w2/w3 of every ``layers``, ``noise_refiner`` and ``context_refiner`` block) to
 FP8 with torchao's ``Float8DynamicActivationFloat8WeightConfig``: weights become float8_e4m3
 with one scale per output row, activations are scaled per row on the fly, and the products run
-on the tensor cores' FP8 path (``torch._scaled_mm``) with bf16 output. Embedders, adaLN
+on the tensor cores' FP8 path (``torch._scaled_mm``) with bf16 output. ``runtime.precision=fp8_tensor``
+is the same with one scale per tensor (weight and activation): fewer scales to apply in each
+product, coarser rounding of rows far from the tensor's largest value. Embedders, adaLN
 modulation (a single row per image) and the final layer stay bf16. It needs a GPU of compute
 capability 8.9 or newer (Ada, Hopper) and torchao (``pip install zitflow[fp8]``); it is worth
 it under ``runtime.compile``, which fuses the activation scaling into neighbouring kernels.
@@ -32,7 +34,10 @@ from typing import Any
 
 log = logging.getLogger("zitflow")
 
-PRECISIONS = ("auto", "fp8")
+PRECISIONS = ("auto", "fp8", "fp8_tensor")
+
+#: torchao scale granularity of each FP8 precision
+FP8_GRANULARITY = {"fp8": "PerRow", "fp8_tensor": "PerTensor"}
 
 #: diffusers attention backends offered through ``runtime.attention`` ("auto": leave the model's own).
 ATTENTION_BACKENDS = ("auto", "native", "_native_cudnn", "_native_flash", "_native_efficient", "_native_math", "flex",
@@ -79,7 +84,7 @@ def fp8_unavailable(device: str) -> str | None:
 
 def check_precision(precision: str, device: str) -> None:
     """Raise :class:`PrecisionError` (naming the setting) unless ``precision`` can run on ``device``."""
-    why = fp8_unavailable(device) if precision == "fp8" else None
+    why = fp8_unavailable(device) if precision in FP8_GRANULARITY else None
     if why:
         raise PrecisionError(f"runtime.precision={precision}: {why}; use runtime.precision=auto")
 
@@ -90,17 +95,23 @@ def apply_precision(dit: Any, precision: str, device: str) -> int:
     The DiT must already be on ``device``. ``auto`` converts nothing; a DiT converted to FP8 is
     never converted back (the pool keys it apart from the bf16 one).
     """
-    if precision == "auto" or getattr(dit, "_zitflow_precision", "auto") == precision:
+    current = getattr(dit, "_zitflow_precision", "auto")
+    if precision == "auto" or current == precision:
         return 0
+    if current != "auto":
+        raise PrecisionError(f"runtime.precision={precision}: this DiT is already {current}; an FP8 DiT is never "
+                             f"converted again (the model pool loads a fresh one for each precision)")
     check_precision(precision, device)
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+    import torchao.quantization as tq
 
     names = [n for n, m in dit.named_modules() if is_fp8_linear(m, n)]
-    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), activation_value_lb=FP8_ACTIVATION_LB)
-    quantize_(dit, config,
-              filter_fn=lambda m, fqn: is_fp8_linear(m, fqn))
+    granularity = getattr(tq, FP8_GRANULARITY[precision])()
+    config = tq.Float8DynamicActivationFloat8WeightConfig(granularity=granularity,
+                                                          activation_value_lb=FP8_ACTIVATION_LB)
+    tq.quantize_(dit, config, filter_fn=lambda m, fqn: is_fp8_linear(m, fqn))
     dit._zitflow_precision = precision
-    log.info("runtime.precision=fp8: %d DiT linears now FP8 (row-wise scales)", len(names))
+    log.info("runtime.precision=%s: %d DiT linears now FP8 (%s scales)", precision, len(names),
+             FP8_GRANULARITY[precision])
     return len(names)
 
 
