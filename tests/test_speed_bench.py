@@ -36,7 +36,7 @@ def run_bench(tmp_path, *args: str) -> dict:
 @pytest.mark.slow
 def test_every_section_runs_and_is_recorded(tmp_path):
     data = run_bench(tmp_path, "--plans", "staged", "--sweep", "2", "--batch", "2", "--variants", "eager,compile+fp8",
-                     "--sweep-variant", "best")
+                     "--sweep-variant", "best,compile+fp8")
     row = data["rows"][0]
     assert row["size"] == "128x128" and row["parity_latents"]["equal"]  # zitflow's loop is the stock one
     assert [p["plan"] for p in data["plans"]] == ["resident", "staged"]
@@ -46,6 +46,8 @@ def test_every_section_runs_and_is_recorded(tmp_path):
     assert "compute capability" in fp8["error"]  # a variant that cannot run here is a result with its reason
     sweep = data["sweep"]
     assert sweep["variant"] == "eager" and sweep["seeds"] == 2 and sweep["zitflow_images_per_hour"] > 0
+    assert [r["variant"] for r in sweep["zitflow"]] == ["eager", "compile+fp8"]  # 'best' named, then in order
+    assert "compute capability" in sweep["zitflow"][1]["error"]
     assert data["batch"]["images"] == 2 and data["info"]["device"] == "cpu (tiny model)"
 
 
