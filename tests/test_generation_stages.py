@@ -92,6 +92,30 @@ def test_split_stages_equal_the_pipeline(tmp_path, pipe):
     assert np.array_equal(ours, pipeline_pixels(pipe, "水墨竹林，晨雾", 7, 96, 64))
 
 
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif("not __import__('torch').cuda.is_available()",
+                                                                      reason="needs CUDA")])
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_pixels_round_on_the_device_as_the_pipeline_rounds_on_the_cpu(dtype, device):
+    """decode's to_pixels against VaeImageProcessor's numpy path (as ZImagePipeline's output_type="pil")."""
+    import torch
+    from diffusers.image_processor import VaeImageProcessor
+
+    from zitflow.stages.decode import to_pixels
+
+    g = torch.Generator().manual_seed(0)
+    image = (torch.rand(1, 3, 64, 80, generator=g) * 2.4 - 1.2).to(getattr(torch, dtype))  # some out of [-1, 1]
+    k = torch.arange(256, dtype=torch.float32)
+    image[0, 0, 0, :80] = ((k[:80] + 0.5) / 255 * 2 - 1).to(image.dtype)  # near the .5 rounding boundaries
+    processor = VaeImageProcessor(vae_scale_factor=16)
+    ref = np.asarray(processor.numpy_to_pil(processor.postprocess(image, output_type="np"))[0].convert("RGB"))
+    ours = to_pixels(image.to(device), processor)
+    assert ours.dtype == np.uint8 and ours.shape == (64, 80, 3) and ours.flags["C_CONTIGUOUS"]
+    assert np.array_equal(ours, ref) and len(np.unique(ours)) > 200
+
+
 def test_negative_prompt_and_guidance_equal_the_pipeline(tmp_path, pipe):
     store = CacheStore(tmp_path)
     m = run(chain(seed=5, negative="blurry, low quality", guidance=2.5), store)

@@ -3,7 +3,10 @@
 The pipeline's last lines, in its order: latents to the VAE's dtype, ``latents /
 scaling_factor + shift_factor``, ``vae.decode``, then ``VaeImageProcessor.postprocess`` and its
 ``numpy_to_pil`` rounding (``(x * 255).round()`` as uint8). The image is the pipeline's PIL image
-as an (H, W, 3) uint8 array, H and W = 8 x the latent size.
+as an (H, W, 3) uint8 array, H and W = 8 x the latent size. The rounding runs where the decode ran
+(:func:`to_pixels`), so a GPU decode copies 3 bytes a pixel instead of 12 and leaves the CPU out;
+float32 multiplication and round-half-to-even are the same on either side, so the pixels are the
+pipeline's bit for bit.
 
 Large sizes may decode in 512-pixel tiles (overlap 1/4, blended) when the memory plan says so
 (``runtime.vae_tiling``: auto picks tiling when the untiled decode would not fit). Tiling changes
@@ -27,6 +30,18 @@ class DecodeParams:
     pass
 
 
+def to_pixels(image, processor) -> np.ndarray:
+    """(1, 3, H, W) decoder output in [-1, 1] (any float dtype, any device) -> (H, W, 3) uint8.
+
+    ``processor.postprocess``'s denormalisation, then ``pt_to_numpy``'s float32 and
+    ``numpy_to_pil``'s ``(x * 255).round()``, computed on ``image``'s device.
+    """
+    import torch
+
+    x = processor.postprocess(image, output_type="pt")[0]  # (3, H, W) in [0, 1], image's dtype
+    return x.float().mul_(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
+
+
 def decode_latents(vae, latents, device, tiling: bool, tile_px: int = 512) -> np.ndarray:
     """(1|None, C, h, w) latents -> (8h, 8w, 3) uint8, the pipeline's ``output_type="pil"`` pixels."""
     import torch
@@ -45,9 +60,7 @@ def decode_latents(vae, latents, device, tiling: bool, tile_px: int = 512) -> np
     latents = (latents / vae.config.scaling_factor) + vae.config.shift_factor
     with torch.no_grad():
         image = vae.decode(latents, return_dict=False)[0]
-    processor = VaeImageProcessor(vae_scale_factor=vae_scale * 2)
-    pixels = processor.postprocess(image, output_type="np")
-    return np.asarray(processor.numpy_to_pil(pixels)[0].convert("RGB")).copy()
+    return to_pixels(image, VaeImageProcessor(vae_scale_factor=vae_scale * 2))
 
 
 @register
