@@ -71,3 +71,25 @@ def test_a_damaged_cache_file_is_a_miss_not_an_error(tmp_path, caplog):
     zcompile._loaded.discard(path)
     zcompile.prepare(rt, "fp-bad", "cpu")
     assert "not loaded" in caplog.text
+
+
+@pytest.mark.parametrize("apart", [True, False])
+def test_a_square_first_size_does_not_tie_height_to_width(apart):
+    """Compiled dynamic at a square size, an image network must take a non-square one without
+    compiling again; with duck shaping on (the control) dynamo guards height == width."""
+    import contextlib
+
+    torch._dynamo.reset()
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Upsample(scale_factor=2.0),
+                              torch.nn.Conv2d(4, 3, 3, padding=1))
+    compiled = torch.compile(net, dynamic=True, backend="eager")  # duck shaping is dynamo's, before any backend
+    frames = torch._dynamo.utils.counters["stats"]
+    with zcompile.independent_sizes() if apart else contextlib.nullcontext(), torch.no_grad():
+        compiled(torch.randn(1, 3, 20, 20))
+        before = frames["unique_graphs"]
+        out = compiled(torch.randn(1, 3, 20, 28))
+    assert out.shape == (1, 3, 40, 56)
+    assert (frames["unique_graphs"] == before) is apart
+    import torch.fx.experimental._config as fx_config
+
+    assert fx_config.use_duck_shape  # restored for everything else

@@ -15,6 +15,11 @@ The compiled code outlives the process in ``runtime.compile_cache_dir`` (default
   denoise that compiled something new and loaded before the first compile of a process, named
   by torch version, GPU and model fingerprint.
 
+Pictures have independent heights and widths, but dynamo's "duck shaping" gives equal sizes one
+symbol: a decoder compiled dynamic on a square latent (1024x1024) then guards height == width
+and compiles again at the first non-square size. Compiled image networks (the VAE decoder, the SR
+network) run under :func:`independent_sizes`, which turns that off while they run.
+
 Nothing here changes a result's cache key: compiled output equals eager within bf16 tolerance
 (measured in docs/generation.md).
 """
@@ -128,6 +133,24 @@ def compile_vae_decoder(vae: Any, runtime: Any, fingerprint: str, device: str) -
     vae.decoder.compile(**kwargs)
     vae.decoder._zitflow_compiled = kwargs
     return True
+
+
+def independent_sizes():
+    """Context manager: torch.compile gives every dynamic size its own symbol while it is active.
+
+    Without it, dynamo ties sizes that happen to be equal when it compiles (duck shaping), so a
+    graph made dynamic at 128x128 latents would hold only for squares. The setting is read when
+    a graph compiles, so it wraps the calls of a compiled module, not its ``.compile()``.
+    """
+    import contextlib
+
+    try:
+        import torch.fx.experimental._config as fx_config
+    except ImportError:  # pragma: no cover - private module moved: duck shaping stays on
+        return contextlib.nullcontext()
+    if not hasattr(fx_config, "use_duck_shape"):  # pragma: no cover
+        return contextlib.nullcontext()
+    return fx_config.patch(use_duck_shape=False)
 
 
 def save(runtime: Any, fingerprint: str, device: str) -> None:

@@ -106,9 +106,11 @@ class Decode(Stage):
                 fingerprint = pool.resolve(config).fingerprint
                 zcompile.compile_vae_decoder(vae, runtime, fingerprint, device)
                 graphs_before = counters["stats"]["unique_graphs"]
-            pixels = decode_latents(vae, latents, device, plan.vae_tiling, VAE_TILE_PX)
-            if compiled and counters["stats"]["unique_graphs"] > graphs_before:
-                zcompile.save(runtime, fingerprint, device)
-            return pixels
+                with zcompile.independent_sizes():
+                    pixels = decode_latents(vae, latents, device, plan.vae_tiling, VAE_TILE_PX)
+                if counters["stats"]["unique_graphs"] > graphs_before:
+                    zcompile.save(runtime, fingerprint, device)
+                return pixels
+            return decode_latents(vae, latents, device, plan.vae_tiling, VAE_TILE_PX)
 
         return Image(run_planned(ctx, pool, "vae", work, width=width, height=height))

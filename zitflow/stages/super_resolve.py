@@ -25,6 +25,8 @@ overlap is below the seamless one.
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import sys
 import time
@@ -156,9 +158,15 @@ class SuperResolve(Stage):
             engine, tile_device = f"torch-{device}" + ("+compile" if compiled else ""), device
         tile = params.tile or auto_tile(src.width, src.height, tile_device, arch, value_bytes, tile_pad=pad)
         target = (params.target_width, params.target_height) if (params.target_width or params.target_height) else None
-        pixels = upscale_pixels(src.pixels, fn, net_scale, scale=params.scale, target=target, tile=tile,
-                                tile_pad=pad, alpha=params.alpha, progress=_show_progress(ctx),
-                                resize_device=tile_device if str(tile_device).startswith("cuda") else None)
+        sizes = contextlib.nullcontext()
+        if engine.endswith("+compile"):  # edge tiles are not square: keep their height and width apart
+            from ..models.compile import independent_sizes
+
+            sizes = independent_sizes()
+        with sizes:
+            pixels = upscale_pixels(src.pixels, fn, net_scale, scale=params.scale, target=target, tile=tile,
+                                    tile_pad=pad, alpha=params.alpha, progress=_show_progress(ctx),
+                                    resize_device=tile_device if str(tile_device).startswith("cuda") else None)
         ctx.notes.update({"model": ref.label, "weights_sha256": ref.sha256[:16], "engine": engine,
                           "precision": precision, "tile": tile or 0, "tile_pad": pad,
                           "in_size": [src.width, src.height], "out_size": [int(pixels.shape[1]), int(pixels.shape[0])],
