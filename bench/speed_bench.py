@@ -445,6 +445,11 @@ def run_plans(b: Bench, plans: list[str]) -> list[dict]:
     return out
 
 
+def error_text(e: Exception) -> str:
+    """The first line of an error, as a result row's ``error``."""
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+
+
 def run_sweep(b: Bench, variant: str, seeds: int, stock_s: float) -> dict:
     """zitflow's side of the sweep under ``variant``: one warm-up image (its compile, untimed), then
     ``seeds`` seeds of one prompt on one store (encoded once); a variant that cannot run is its error."""
@@ -461,7 +466,7 @@ def run_sweep(b: Bench, variant: str, seeds: int, stock_s: float) -> dict:
                 b.zitflow(w, h, 100 + s, store=store, runtime=rt)
             zit_s = time.perf_counter() - t0
     except Exception as e:  # noqa: BLE001 - a variant that cannot run here is a result, not a crash
-        msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+        msg = error_text(e)
         print(f"sweep ({variant}): cannot run here ({msg})", flush=True)
         return {"variant": variant, "error": msg}
     row = {"variant": variant, "warm_up_s": round(warm_s, 1), "zitflow_s": round(zit_s, 2),
@@ -492,7 +497,7 @@ def run_variants(b: Bench, names: list[str], repeats: int, stock_total: float, s
             reset_peak()
             runs = [b.zitflow(w, h, seed, runtime=rt) for _ in range(repeats)]
         except Exception as e:  # noqa: BLE001 - a backend missing here is a result, not a crash
-            msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            msg = error_text(e)
             out.append({"variant": name, "runtime": VARIANTS[name], "error": msg})
             print(f"variant {name}: cannot run here ({msg})", flush=True)
             saved()
