@@ -140,7 +140,9 @@ def independent_sizes():
 
     Without it, dynamo ties sizes that happen to be equal when it compiles (duck shaping), so a
     graph made dynamic at 128x128 latents would hold only for squares. The setting is read when
-    a graph compiles, so it wraps the calls of a compiled module, not its ``.compile()``.
+    a graph compiles, so it wraps the calls of a compiled module, not its ``.compile()``. It is
+    process-wide while active (torch's config is not per thread); a compile elsewhere meanwhile
+    only gets graphs that are more general, never wrong ones.
     """
     import contextlib
 
