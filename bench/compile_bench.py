@@ -40,6 +40,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from results_json import write_json  # noqa: E402
+
 DYNAMIC = {"null": None, "true": True, "false": False}
 
 
@@ -109,9 +112,9 @@ def main() -> int:
     def save() -> float:
         """Rewrite ``--out`` with the phases so far (a cold FP8 compile cut off keeps the eager phase)."""
         size_mb = sum(f.stat().st_size for f in Path(cache).rglob("*") if f.is_file()) / 1e6
-        Path(args.out).write_text(json.dumps({"sizes": args.sizes, "precision": args.precision, "decode": args.decode,
-                                              "compile_dynamic": DYNAMIC[args.dynamic],
-                                              "cache_mb": round(size_mb, 1), "phases": results}, indent=2))
+        write_json(args.out, {"sizes": args.sizes, "precision": args.precision, "decode": args.decode,
+                              "compile_dynamic": DYNAMIC[args.dynamic], "cache_mb": round(size_mb, 1),
+                              "phases": results})
         return size_mb
 
     for mode in ("eager", "cold", "warm-cache"):

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import statistics
 import sys
 import tempfile
@@ -60,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from generate_bench import PROMPT, build_random_zimage  # noqa: E402
+from results_json import write_json  # noqa: E402
 
 from zitflow.cache.store import CacheStore  # noqa: E402
 from zitflow.config import RuntimeConfig  # noqa: E402
@@ -280,7 +280,7 @@ def main() -> int:
     def save(complete: bool = False) -> None:
         """Write what was measured so far: a run cut off by its caller keeps its finished sections."""
         record = dict(info, total_s=round(time.perf_counter() - start, 1), complete=complete)
-        Path(args.out).write_text(json.dumps({"info": record, "rows": rows, **extra}, indent=2))
+        write_json(args.out, {"info": record, "rows": rows, **extra})
 
     for item in [s for s in args.sizes.split(",") if s]:
         if time.perf_counter() - start > args.max_seconds:

