@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
+
+from zitflow.atomic import write_atomic
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
-    os.replace(tmp, path)
+    """Write ``data`` as indented JSON to ``path``, whole or not at all (:func:`zitflow.atomic.write_atomic`)."""
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False).encode())

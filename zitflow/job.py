@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
+from .atomic import write_atomic
 from .cache.remote import open_store
 from .cache.store import CacheStore
 from .config import SEEDED_SOURCES, CacheConfig, ModelConfig, RuntimeConfig, load_section
@@ -203,8 +204,6 @@ def write_outputs(manifest: Manifest, out_dir: Path) -> dict[str, str]:
                 path = safe_join(out_dir, f"{path.stem}-{name}{path.suffix}")
                 log.warning("stages %r and %r both export %r: writing %r's file as %s",
                             first, name, art.name, name, path.name)
-            tmp = path.with_name(path.name + ".part")
-            tmp.write_bytes(art.payload)
-            os.replace(tmp, path)
+            write_atomic(path, art.payload)
             written[name] = str(path)
     return written

@@ -167,7 +167,6 @@ def save(runtime: Any, fingerprint: str, device: str) -> None:
     if not saved:
         return
     data, _info = saved
-    path = artifact_path(runtime, fingerprint, device)
-    tmp = path.with_name(path.name + f".{os.getpid()}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    from ..atomic import write_atomic
+
+    write_atomic(artifact_path(runtime, fingerprint, device), data)

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Mapping
 
 import numpy as np
 
+from ..atomic import write_atomic
 from .ncnn_format import NcnnFormatError, NcnnGraph, conv_weight_shape, load_model
 
 log = logging.getLogger("zitflow")
@@ -217,18 +217,6 @@ def ncnn_to_state_dict(param_path: str | os.PathLike, bin_path: str | os.PathLik
 
 # -- the checksummed cache --------------------------------------------------------------------
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 _SOURCE_SHA: dict[tuple, str] = {}
 
 
@@ -280,9 +268,9 @@ def convert_shipped(name: str, cache_dir: str | os.PathLike | None = None) -> Pa
             "scale": m.scale, "converter": CONVERTER_VERSION}
     data = save(sd, metadata={"zitflow": json.dumps(meta, sort_keys=True)})
     path = cached_path(name, cache_dir)
-    _atomic_write(path, data)
+    write_atomic(path, data)
     digest = hashlib.sha256(data).hexdigest()
-    _atomic_write(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n".encode())
+    write_atomic(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n".encode())
     log.info("converted %s -> %s (sha256 %s)", name, path, digest[:12])
     return path
 
