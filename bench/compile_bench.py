@@ -50,7 +50,6 @@ def child(mode: str, cache: str, sizes: list[tuple[int, int]], precision: str = 
           dynamic: bool | None = None, tiny: bool = False) -> None:
     """One phase in this process; prints one JSON line. ``tiny``: the tiny model on the CPU."""
     sys.path.insert(0, str(HERE.parent))
-    sys.path.insert(0, str(HERE))
     import torch
 
     from generate_bench import build_random_zimage

@@ -478,7 +478,7 @@ def run_sweep(b: Bench, variant: str, seeds: int, stock_s: float) -> dict:
 
 
 def run_variants(b: Bench, names: list[str], repeats: int, stock_total: float, start: float,
-                 max_seconds: float, out: list[dict], saved=lambda: None) -> list[dict]:
+                 max_seconds: float, out: list[dict], saved=lambda: None) -> None:
     """Each runtime variant at ``--at`` (1024x1024): cold run, medians, ratio to stock, latents vs eager bf16;
     appended to ``out`` one by one, ``saved()`` called after each (a long cold compile cut off loses no other)."""
     torch = b.torch
@@ -519,7 +519,6 @@ def run_variants(b: Bench, names: list[str], repeats: int, stock_total: float, s
               f"latents vs eager max {row['latents_vs_eager_bf16']['max_abs']} mean "
               f"{row['latents_vs_eager_bf16']['mean_abs']}", flush=True)
         saved()
-    return out
 
 
 def print_table(rows: list[dict], extra: dict) -> None:

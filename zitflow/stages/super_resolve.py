@@ -26,7 +26,6 @@ overlap is below the seamless one.
 from __future__ import annotations
 
 import contextlib
-
 import logging
 import sys
 import time
@@ -139,7 +138,7 @@ class SuperResolve(Stage):
             net = get_model(ref.shipped, vulkan=None, precision=precision)
             fn, net_scale, arch = net, net.scale, "ESRGAN" if "x4plus" in ref.shipped else "RealESRGAN Compact"
             engine = "ncnn-vulkan" if net.vulkan else "ncnn-cpu"
-            tile_device = "cpu"
+            tile_device, compiled = "cpu", False
         else:
             import torch
 
@@ -159,7 +158,7 @@ class SuperResolve(Stage):
         tile = params.tile or auto_tile(src.width, src.height, tile_device, arch, value_bytes, tile_pad=pad)
         target = (params.target_width, params.target_height) if (params.target_width or params.target_height) else None
         sizes = contextlib.nullcontext()
-        if engine.endswith("+compile"):  # edge tiles are not square: keep their height and width apart
+        if compiled:  # edge tiles are not square: keep their height and width apart
             from ..models.compile import independent_sizes
 
             sizes = independent_sizes()
