@@ -24,8 +24,9 @@ variant's sweep starts with one warm-up image (its compile) outside the timed se
 repeated DiT blocks), its cold first-run seconds, and latents against eager.
 
 ``--variants``: 1024x1024 under each runtime variant of :data:`VARIANTS` (attention backends,
-compilation, autotuning, FP8), in that order (compiled blocks stay compiled and FP8 converts the DiT in
-place, so eager rows come first and FP8 last; every stock row is measured before them):
+compilation, autotuning, FP8, a compiled text encoder), in the order given (compiled modules stay
+compiled, the text encoder too, and FP8 converts the DiT in place, so eager rows come first and FP8
+last; every stock row is measured before them):
 cold first run, then medians of encode / denoise / decode / total, the ratio to stock's total in
 this run, and the latents' max and mean abs difference to eager bf16 at the same seed. A
 variant that cannot run here (a backend not installed) is reported with its error.
@@ -82,6 +83,7 @@ VARIANTS = {
     "compile+flex": {"compile": True, "attention": "flex"},
     "compile+fp8": {"compile": True, "precision": "fp8"},
     "compile+fp8_tensor": {"compile": True, "precision": "fp8_tensor"},
+    "compile+fp8+text_encoder": {"compile": True, "precision": "fp8", "compile_text_encoder": True},
     "compile+fp8+cudnn": {"compile": True, "precision": "fp8", "attention": "_native_cudnn"},
     "compile+fp8+autotune": {"compile": True, "precision": "fp8", "compile_mode": "max-autotune-no-cudagraphs"},
 }

@@ -93,3 +93,38 @@ def test_a_square_first_size_does_not_tie_height_to_width(apart):
     import torch.fx.experimental._config as fx_config
 
     assert fx_config.use_duck_shape  # restored for everything else
+
+
+
+def test_compiled_text_encoder_matches_eager_with_one_graph_for_all_layers(tmp_path, monkeypatch):
+    """runtime.compile_text_encoder on the tiny model (the encode stage compiles on CUDA plans only;
+    here its calls run on the CPU): the layers share one graph (the key/value cache, which would
+    give each layer its own, is off), a second prompt compiles nothing, the embeddings equal
+    eager's within float rounding, and the mega-cache is written."""
+    from zitflow.config import ModelConfig
+    from zitflow.models.pool import ModelPool
+    from zitflow.stages.encode import encode_prompt
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    torch._dynamo.reset()
+    rt = RuntimeConfig(device="cpu", compile_text_encoder=True, compile_cache_dir=str(tmp_path / "cc"))
+    tokenizer, encoder = ModelPool().text_encoder(ModelConfig(), rt)
+
+    def embeds(prompt):
+        return encode_prompt(tokenizer, encoder, prompt, "", False, 512, "cpu")[0]
+
+    eager = embeds("a lighthouse at dusk")
+    assert zcompile.compile_text_encoder(encoder, rt, "fp-enc", "cpu") is True
+    assert zcompile.compile_text_encoder(encoder, rt, "fp-enc", "cpu") is False  # idempotent
+    graphs = torch._dynamo.utils.counters["stats"]
+    before = graphs["unique_graphs"]
+    try:
+        with zcompile.saving_new_graphs(rt, "fp-enc", "cpu"):
+            compiled = embeds("a lighthouse at dusk")
+    except Exception as e:  # a CPU without a C++ toolchain cannot build inductor kernels
+        pytest.skip(f"inductor cannot compile on this machine: {type(e).__name__}")
+    assert len(encoder.layers) > 1 and graphs["unique_graphs"] == before + 1
+    assert compiled.shape == eager.shape and torch.allclose(compiled, eager, atol=1e-4)
+    assert zcompile.artifact_path(rt, "fp-enc", "cpu").is_file()
+    embeds("another prompt, longer than the first one")
+    assert graphs["unique_graphs"] == before + 1  # padded to max_sequence_length: the same static graph

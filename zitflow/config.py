@@ -58,6 +58,8 @@ class RuntimeConfig:
     progress: str = param("auto", choices=("auto", "bar", "lines", "off"),
                           help="bars in a terminal, one line per stage otherwise")
     compile: bool = param(False, help="torch.compile the repeated DiT blocks (regional; CUDA plans that keep the DiT)")
+    compile_text_encoder: bool = param(False, help="torch.compile the text encoder's layers too (one static graph: "
+                                                   "every prompt is padded to max_sequence_length)")
     compile_dynamic: Optional[bool] = param(None, help="torch.compile dynamic=; null: static, dynamic from the 2nd size")
     compile_cache_dir: Optional[str] = param(None, help="persistent compile cache; default <user cache>/zitflow/compile")
     compile_mode: Optional[str] = param(None, choices=COMPILE_MODES,

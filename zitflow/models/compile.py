@@ -1,5 +1,9 @@
 """``runtime.compile``: regional compilation of the DiT (and the VAE decoder) with a persistent cache.
 
+``runtime.compile_text_encoder`` compiles the text encoder's decoder layers the same way. Its
+input is always ``max_sequence_length`` tokens (the pipeline pads every prompt), so one static
+graph serves every prompt.
+
 Regional compilation (diffusers' ``compile_repeated_blocks``) compiles the one repeated
 transformer block once and reuses it for every layer, so a cold compile takes seconds to tens of
 seconds rather than minutes. ``runtime.compile_dynamic`` passes ``dynamic=`` to
@@ -26,15 +30,19 @@ Nothing here changes a result's cache key: compiled output equals eager within b
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 log = logging.getLogger("zitflow")
 
 _loaded: set[Path] = set()
+
+#: memory plans that keep a whole model on the GPU while it runs: the ones worth compiling
+COMPILED_PLANS = ("resident", "staged", "model")
 
 
 def cache_dir(runtime: Any) -> Path:
@@ -135,6 +143,39 @@ def compile_vae_decoder(vae: Any, runtime: Any, fingerprint: str, device: str) -
     return True
 
 
+def compile_text_encoder(text_encoder: Any, runtime: Any, fingerprint: str, device: str) -> bool:
+    """Compile each decoder layer of ``text_encoder`` (a transformers Qwen3 model) once; True when it compiled now.
+
+    The layers share their code, so they share one graph. The encoder's key/value cache is turned
+    off first (``config.use_cache``): an encoder pass never reads it back, and its per-layer state
+    would make every layer compile a graph of its own (36 instead of 1). Outputs are unchanged.
+    """
+    kwargs = torch_compile_options(runtime)
+    if getattr(text_encoder, "_zitflow_compiled", None) == kwargs:
+        return False
+    prepare(runtime, fingerprint, device)
+    text_encoder.config.use_cache = False
+    layers = getattr(text_encoder, "layers", None)
+    if layers is None:  # a causal-LM wrapper: the layers sit on its .model
+        layers = text_encoder.model.layers
+    for layer in layers:
+        layer.compile(**kwargs)
+    text_encoder._zitflow_compiled = kwargs
+    return True
+
+
+@contextlib.contextmanager
+def saving_new_graphs(runtime: Any, fingerprint: str, device: str) -> Iterator[None]:
+    """Run the block; when it compiled a graph this process had not, write the mega-cache (:func:`save`)
+    so that the next process finds it."""
+    from torch._dynamo.utils import counters
+
+    before = counters["stats"]["unique_graphs"]
+    yield
+    if counters["stats"]["unique_graphs"] > before:
+        save(runtime, fingerprint, device)
+
+
 def independent_sizes():
     """Context manager: torch.compile gives every dynamic size its own symbol while it is active.
 
@@ -144,8 +185,6 @@ def independent_sizes():
     process-wide while active (torch's config is not per thread); a compile elsewhere meanwhile
     only gets graphs that are more general, never wrong ones.
     """
-    import contextlib
-
     try:
         import torch.fx.experimental._config as fx_config
     except ImportError:  # pragma: no cover - private module moved: duck shaping stays on

@@ -79,6 +79,7 @@ class Decode(Stage):
         return pool.identity(*pool.settings(ctx))
 
     def run(self, params: DecodeParams, inputs, ctx) -> Image:
+        from ..models import compile as zcompile
         from ..models.memory import VAE_TILE_PX
         from ..models.placement import run_planned
         from ..models.pool import pool_of
@@ -97,20 +98,11 @@ class Decode(Stage):
 
         def work(plan, device):
             vae = pool.vae(config, runtime)
-            compiled = runtime.compile and plan.name in ("resident", "staged", "model")
-            if compiled:
-                from torch._dynamo.utils import counters
-
-                from ..models import compile as zcompile
-
+            if runtime.compile and plan.name in zcompile.COMPILED_PLANS:
                 fingerprint = pool.resolve(config).fingerprint
                 zcompile.compile_vae_decoder(vae, runtime, fingerprint, device)
-                graphs_before = counters["stats"]["unique_graphs"]
-                with zcompile.independent_sizes():
-                    pixels = decode_latents(vae, latents, device, plan.vae_tiling, VAE_TILE_PX)
-                if counters["stats"]["unique_graphs"] > graphs_before:
-                    zcompile.save(runtime, fingerprint, device)
-                return pixels
+                with zcompile.saving_new_graphs(runtime, fingerprint, device), zcompile.independent_sizes():
+                    return decode_latents(vae, latents, device, plan.vae_tiling, VAE_TILE_PX)
             return decode_latents(vae, latents, device, plan.vae_tiling, VAE_TILE_PX)
 
         return Image(run_planned(ctx, pool, "vae", work, width=width, height=height))

@@ -18,6 +18,7 @@ Output: ``latents`` (16, H/8, W/8) float32, before the VAE's scaling and shift.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import List, Optional
@@ -137,6 +138,7 @@ class Denoise(Stage):
         import torch
         from diffusers import ZImagePipeline
 
+        from ..models import compile as zcompile
         from ..models.placement import run_planned
         from ..models.pool import pool_of
         from ..models.precision import PrecisionError, apply_attention, apply_precision, check_precision
@@ -168,15 +170,11 @@ class Denoise(Stage):
                                      f"(the FP8 DiT takes ~half the bf16 memory) or runtime.precision=auto")
             apply_precision(dit, runtime.precision, device)
             apply_attention(dit, runtime.attention)
-            compiled = runtime.compile and plan.name in ("resident", "staged", "model")
-            if compiled:
-                from torch._dynamo.utils import counters
-
-                from ..models import compile as zcompile
-
+            saving = contextlib.nullcontext()
+            if runtime.compile and plan.name in zcompile.COMPILED_PLANS:
                 fingerprint = pool.resolve(config).fingerprint
                 zcompile.compile_dit(dit, runtime, fingerprint, device)
-                graphs_before = counters["stats"]["unique_graphs"]
+                saving = zcompile.saving_new_graphs(runtime, fingerprint, device)  # new sizes: kept for the next process
             overrides = {"shift": params.shift} if params.shift is not None else {}
             pipe = ZImagePipeline(scheduler=pool.scheduler(config, runtime, **overrides), vae=None, text_encoder=None,
                                   tokenizer=None, transformer=dit)
@@ -186,13 +184,12 @@ class Denoise(Stage):
             dtype = dit.dtype
             pos = [embeds["prompt_embeds"].to(device=device, dtype=dtype)]
             neg = [embeds["negative_prompt_embeds"].to(device=device, dtype=dtype)] if guided else None
-            out = pipe(prompt_embeds=pos, negative_prompt_embeds=neg, height=height, width=width,
-                       num_inference_steps=params.steps, sigmas=list(params.sigmas) if params.sigmas else None,
-                       guidance_scale=params.guidance_scale, cfg_normalization=params.cfg_normalization,
-                       cfg_truncation=params.cfg_truncation, latents=latents, output_type="latent",
-                       return_dict=False)[0]
-            if compiled and counters["stats"]["unique_graphs"] > graphs_before:
-                zcompile.save(runtime, fingerprint, device)  # new sizes compiled: keep them for the next process
+            with saving:
+                out = pipe(prompt_embeds=pos, negative_prompt_embeds=neg, height=height, width=width,
+                           num_inference_steps=params.steps, sigmas=list(params.sigmas) if params.sigmas else None,
+                           guidance_scale=params.guidance_scale, cfg_normalization=params.cfg_normalization,
+                           cfg_truncation=params.cfg_truncation, latents=latents, output_type="latent",
+                           return_dict=False)[0]
             return out[0].detach().to("cpu", torch.float32)
 
         latents = run_planned(ctx, pool, "transformer", work, width=width, height=height, cfg=guided)

@@ -18,12 +18,16 @@ sweep never re-encodes; ``with_negative=false`` skips it, and denoise then refus
 ``guidance_scale > 0`` with a message saying so. The negative prompt enters this stage's key
 even when denoise ignores it (``guidance_scale=0``).
 
+``runtime.compile_text_encoder`` compiles the encoder's layers (:mod:`zitflow.models.compile`);
+the embeddings then agree with eager within bf16 rounding and keep the same cache key.
+
 A run whose embeddings are cached never loads the text encoder (the executor loads nothing for
 hits), which is what makes seed sweeps cheap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -76,6 +80,7 @@ class Encode(Stage):
         return pool.identity(*pool.settings(ctx))
 
     def run(self, params: EncodeParams, inputs, ctx) -> Tensors:
+        from ..models import compile as zcompile
         from ..models.placement import run_planned
         from ..models.pool import pool_of
 
@@ -87,8 +92,14 @@ class Encode(Stage):
 
         def work(plan, device):
             tokenizer, text_encoder = pool.text_encoder(config, runtime)
-            return encode_prompt(tokenizer, text_encoder, params.prompt, params.negative_prompt,
-                                 params.with_negative, params.max_sequence_length, device)
+            saving = contextlib.nullcontext()
+            if runtime.compile_text_encoder and plan.name in zcompile.COMPILED_PLANS:
+                fingerprint = pool.resolve(config).fingerprint
+                zcompile.compile_text_encoder(text_encoder, runtime, fingerprint, device)
+                saving = zcompile.saving_new_graphs(runtime, fingerprint, device)
+            with saving:
+                return encode_prompt(tokenizer, text_encoder, params.prompt, params.negative_prompt,
+                                     params.with_negative, params.max_sequence_length, device)
 
         pos, neg = run_planned(ctx, pool, "text_encoder", work)
         tensors = {"prompt_embeds": pos.detach().cpu()}
