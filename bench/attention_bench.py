@@ -121,7 +121,7 @@ def dit_rows(sizes: list[tuple[int, int]], device: str, tiny: bool) -> list[dict
 
         dit = pool.transformer(ModelConfig(), RuntimeConfig(device="cpu"))
     else:
-        from zitflow.models.random_full import build_random_zimage
+        from generate_bench import build_random_zimage
 
         config = build_random_zimage(pool, device)
         dit = pool.components(config)["transformer"]

@@ -24,7 +24,8 @@ variant's sweep starts with one warm-up image (its compile) outside the timed se
 repeated DiT blocks), its cold first-run seconds, and latents against eager.
 
 ``--variants``: 1024x1024 under each runtime variant of :data:`VARIANTS` (attention backends,
-compilation, autotuning, FP8, a compiled text encoder), in the order given (compiled modules stay
+compilation, autotuning, FP8, a compiled text encoder, diffusers' complex rotary embedding in place
+of zitflow's real one under compilation), in the order given (compiled modules stay
 compiled, the text encoder too, and FP8 converts the DiT in place, so eager rows come first and FP8
 last; every stock row is measured before them):
 cold first run, then medians of encode / denoise / decode / total, the ratio to stock's total in
@@ -78,6 +79,7 @@ VARIANTS = {
     "eager": {},
     "eager+cudnn": {"attention": "_native_cudnn"},
     "eager+fa3": {"attention": "_flash_3"},
+    "compile+complex_rope": {"compile": True, "real_rope": False},
     "compile": {"compile": True},
     "compile+cudnn": {"compile": True, "attention": "_native_cudnn"},
     "compile+flex": {"compile": True, "attention": "flex"},
@@ -415,7 +417,13 @@ def runtime_for(offload: str = "resident", **overrides) -> RuntimeConfig:
 
 
 def variant_runtime(name: str) -> RuntimeConfig:
-    return runtime_for(**VARIANTS[name])
+    """The runtime of variant ``name``; its ``real_rope`` (default true) says whether a compiled DiT gets
+    zitflow's real-arithmetic rotary embedding or keeps diffusers' complex one (models.rope)."""
+    from zitflow.models import rope
+
+    settings = dict(VARIANTS[name])
+    rope.ENABLED = settings.pop("real_rope", True)
+    return runtime_for(**settings)
 
 
 def run_plans(b: Bench, plans: list[str]) -> list[dict]:

@@ -142,6 +142,7 @@ class Denoise(Stage):
         from ..models.placement import run_planned
         from ..models.pool import pool_of
         from ..models.precision import PrecisionError, apply_attention, apply_precision, check_precision
+        from ..models.rope import use_real_rope
         from ..progress import interactive
 
         pool = pool_of(ctx)
@@ -173,6 +174,7 @@ class Denoise(Stage):
             saving = contextlib.nullcontext()
             if runtime.compile and plan.name in zcompile.COMPILED_PLANS:
                 fingerprint = pool.resolve(config).fingerprint
+                use_real_rope(dit)  # before the compile: the rotary embedding then fuses into the block's kernels
                 zcompile.compile_dit(dit, runtime, fingerprint, device)
                 saving = zcompile.saving_new_graphs(runtime, fingerprint, device)  # new sizes: kept for the next process
             overrides = {"shift": params.shift} if params.shift is not None else {}
