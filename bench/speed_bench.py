@@ -84,7 +84,6 @@ VARIANTS = {
     "compile+cudnn": {"compile": True, "attention": "_native_cudnn"},
     "compile+flex": {"compile": True, "attention": "flex"},
     "compile+fp8": {"compile": True, "precision": "fp8"},
-    "compile+fp8_tensor": {"compile": True, "precision": "fp8_tensor"},
     "compile+fp8+text_encoder": {"compile": True, "precision": "fp8", "compile_text_encoder": True},
     "compile+fp8+cudnn": {"compile": True, "precision": "fp8", "attention": "_native_cudnn"},
     "compile+fp8+autotune": {"compile": True, "precision": "fp8", "compile_mode": "max-autotune-no-cudagraphs"},

@@ -61,30 +61,26 @@ def test_fp8_enters_the_denoise_key_and_nothing_else(tmp_path):
     store = CacheStore(tmp_path)
     pool = ModelPool()
     keys = {name: plan(graph, store, ctx_for(runtime(**kw), pool))
-            for name, kw in {"auto": {}, "fp8": {"precision": "fp8"}, "fp8_tensor": {"precision": "fp8_tensor"},
+            for name, kw in {"auto": {}, "fp8": {"precision": "fp8"},
                              "cudnn": {"attention": "_native_cudnn"},
                              "autotune": {"compile": True, "compile_mode": "max-autotune-no-cudagraphs"}}.items()}
     base = {s: p.key for s, p in keys["auto"].items()}
     fp8 = {s: p.key for s, p in keys["fp8"].items()}
     assert fp8["denoise"] != base["denoise"] and fp8["decode"] != base["decode"]  # downstream follows
     assert fp8["encode"] == base["encode"] and fp8["size"] == base["size"]
-    assert keys["fp8_tensor"]["denoise"].key not in (fp8["denoise"], base["denoise"])  # its own numbers
     for other in ("cudnn", "autotune"):
         assert {s: p.key for s, p in keys[other].items()} == base
 
 
-@pytest.mark.parametrize("precision", ["fp8", "fp8_tensor"])
-def test_fp8_on_cpu_fails_before_denoising_and_says_why(tmp_path, precision):
-    with pytest.raises(PrecisionError, match=rf"runtime.precision={precision}: it needs a CUDA GPU of compute capability 8\.9"):
-        Executor(build_graph("gen", chain()), CacheStore(tmp_path), ctx_for(runtime(precision=precision))).execute()
+def test_fp8_on_cpu_fails_before_denoising_and_says_why(tmp_path):
+    with pytest.raises(PrecisionError, match=r"runtime.precision=fp8: it needs a CUDA GPU of compute capability 8\.9"):
+        Executor(build_graph("gen", chain()), CacheStore(tmp_path), ctx_for(runtime(precision="fp8"))).execute()
 
 
 def test_an_fp8_dit_is_never_converted_again():
     dit = torch.nn.Module()
     dit._zitflow_precision = "fp8"
-    assert apply_precision(dit, "fp8", "cuda") == 0  # already done
-    with pytest.raises(PrecisionError, match="runtime.precision=fp8_tensor: this DiT is already fp8"):
-        apply_precision(dit, "fp8_tensor", "cuda")
+    assert apply_precision(dit, "fp8", "cuda") == 0  # already done: no torchao call, no GPU needed
 
 
 def test_fp8_pool_entry_replaces_the_plain_dit_without_a_second_load():
@@ -171,8 +167,8 @@ def test_compile_mode_reaches_torch_compile(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
                     reason="needs a CUDA GPU of compute capability 8.9+")
-@pytest.mark.parametrize("precision", ["fp8", "fp8_tensor"])
-def test_cuda_fp8_latents_stay_close_to_bf16(tmp_path, precision):
+def test_cuda_fp8_latents_stay_close_to_bf16(tmp_path):
+    precision = "fp8"
     pytest.importorskip("torchao")
     stages = chain(width=128, height=128)
     stages.pop("decode")
@@ -190,8 +186,7 @@ def test_cuda_fp8_latents_stay_close_to_bf16(tmp_path, precision):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
                     reason="needs a CUDA GPU of compute capability 8.9+")
-@pytest.mark.parametrize("precision", ["fp8", "fp8_tensor"])
-def test_cuda_fp8_all_zero_rows_stay_finite(precision):
+def test_cuda_fp8_all_zero_rows_stay_finite():
     """A zeroed token (diffusers starts the padding tokens at zeros) must not become 0/0 = NaN,
     which attention would spread to every token."""
     pytest.importorskip("torchao")
@@ -209,7 +204,7 @@ def test_cuda_fp8_all_zero_rows_stay_finite(precision):
     x[5] = 0
     with torch.no_grad():
         ref = dit.layers[0].attention.to_q(x)
-        assert apply_precision(dit, precision, "cuda") == 1
+        assert apply_precision(dit, "fp8", "cuda") == 1
         y = dit.layers[0].attention.to_q(x)
     assert torch.isfinite(y).all()
     assert torch.allclose(y[5], dit.layers[0].attention.to_q.bias.to(y.dtype))  # a zero row gives the bias alone

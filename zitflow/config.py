@@ -65,7 +65,7 @@ class RuntimeConfig:
     compile_mode: Optional[str] = param(None, choices=COMPILE_MODES,
                                         help="torch.compile mode=: default or max-autotune-no-cudagraphs (null: default)")
     precision: str = param("auto", choices=PRECISIONS,
-                           help="fp8 / fp8_tensor: DiT block linears in FP8 with row / tensor scales (torchao; "
+                           help="fp8: DiT block linears in FP8 with row-wise scales (torchao; "
                                 "compute capability 8.9+, resident plan); enters the denoise key")
     attention: str = param("auto", choices=ATTENTION_BACKENDS,
                            help="diffusers attention backend of the DiT (auto: its default, torch SDPA)")
