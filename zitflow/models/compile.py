@@ -1,5 +1,8 @@
 """``runtime.compile``: regional compilation of the DiT (and the VAE decoder) with a persistent cache.
 
+Before the DiT compiles, its attention processors get :mod:`zitflow.models.rope`'s rotary
+embedding in real arithmetic, which inductor can fuse (diffusers' complex one it cannot).
+
 ``runtime.compile_text_encoder`` compiles the text encoder's decoder layers the same way. Its
 input is always ``max_sequence_length`` tokens (the pipeline pads every prompt), so one static
 graph serves every prompt.
