@@ -38,7 +38,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 log = logging.getLogger("zitflow")
 
@@ -108,12 +108,19 @@ def compile_dit(dit: Any, runtime: Any, fingerprint: str, device: str) -> bool:
     A later run in the same process with another ``compile_mode`` or ``compile_dynamic``
     compiles again with those options.
     """
+    return _compile_once(dit, runtime, fingerprint, device, lambda kwargs: dit.compile_repeated_blocks(**kwargs))
+
+
+def _compile_once(module: Any, runtime: Any, fingerprint: str, device: str,
+                  compile_with: Callable[[dict[str, Any]], None]) -> bool:
+    """Call ``compile_with(torch.compile kwargs)`` unless ``module`` was compiled with these options
+    already; the compile cache is prepared first. True when it compiled now."""
     kwargs = torch_compile_options(runtime)
-    if getattr(dit, "_zitflow_compiled", None) == kwargs:
+    if getattr(module, "_zitflow_compiled", None) == kwargs:
         return False
     prepare(runtime, fingerprint, device)
-    dit.compile_repeated_blocks(**kwargs)
-    dit._zitflow_compiled = kwargs
+    compile_with(kwargs)
+    module._zitflow_compiled = kwargs
     return True
 
 
@@ -137,13 +144,7 @@ def compile_vae_decoder(vae: Any, runtime: Any, fingerprint: str, device: str) -
     fuses its group norms and SiLUs around cuDNN's convolutions. Tiled decodes call the same
     decoder on 64x64-latent tiles, one more size to compile.
     """
-    kwargs = torch_compile_options(runtime)
-    if getattr(vae.decoder, "_zitflow_compiled", None) == kwargs:
-        return False
-    prepare(runtime, fingerprint, device)
-    vae.decoder.compile(**kwargs)
-    vae.decoder._zitflow_compiled = kwargs
-    return True
+    return _compile_once(vae.decoder, runtime, fingerprint, device, lambda kwargs: vae.decoder.compile(**kwargs))
 
 
 def compile_text_encoder(text_encoder: Any, runtime: Any, fingerprint: str, device: str) -> bool:
@@ -153,18 +154,15 @@ def compile_text_encoder(text_encoder: Any, runtime: Any, fingerprint: str, devi
     off first (``config.use_cache``): an encoder pass never reads it back, and its per-layer state
     would make every layer compile a graph of its own (36 instead of 1). Outputs are unchanged.
     """
-    kwargs = torch_compile_options(runtime)
-    if getattr(text_encoder, "_zitflow_compiled", None) == kwargs:
-        return False
-    prepare(runtime, fingerprint, device)
-    text_encoder.config.use_cache = False
-    layers = getattr(text_encoder, "layers", None)
-    if layers is None:  # a causal-LM wrapper: the layers sit on its .model
-        layers = text_encoder.model.layers
-    for layer in layers:
-        layer.compile(**kwargs)
-    text_encoder._zitflow_compiled = kwargs
-    return True
+    def compile_layers(kwargs: dict[str, Any]) -> None:
+        text_encoder.config.use_cache = False
+        layers = getattr(text_encoder, "layers", None)
+        if layers is None:  # a causal-LM wrapper: the layers sit on its .model
+            layers = text_encoder.model.layers
+        for layer in layers:
+            layer.compile(**kwargs)
+
+    return _compile_once(text_encoder, runtime, fingerprint, device, compile_layers)
 
 
 @contextlib.contextmanager
