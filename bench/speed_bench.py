@@ -29,7 +29,8 @@ of zitflow's real one under compilation), in the order given (compiled modules s
 compiled, the text encoder too, and FP8 converts the DiT in place, so eager rows come first and FP8
 last; every stock row is measured before them):
 cold first run, then medians of encode / denoise / decode / total, the ratio to stock's total in
-this run, and the latents' max and mean abs difference to eager bf16 at the same seed. A
+this run, and the latents' max and mean abs difference to the first variant's at the same seed
+(eager bf16 when ``eager`` comes first; the JSON key says ``latents_vs_eager_bf16`` either way). A
 variant that cannot run here (a backend not installed) is reported with its error.
 
 ``--batch N``: stock ``ZImagePipeline`` with ``num_images_per_prompt=N`` against N single calls,
